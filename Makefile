@@ -1,0 +1,59 @@
+# marketplace: every entry point an ML engineer needs. `make help` lists them.
+# Each target installs what it needs first (.venv from requirements.lock), so a fresh
+# clone needs nothing but Python 3.11 and make.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Stages run `python -m pipeline.<stage>` and `dvc`: both must come from the venv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv demo test test-fast lint format bench lock clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
+
+demo: venv ## Main job on the built-in sample: generate it (if data/ is absent), dvc repro
+	@if [ ! -d data ]; then $(PY) -m pipeline.sample --out data; fi
+	dvc add --quiet data
+	dvc repro
+	dvc metrics show
+
+test: venv ## Run the whole test suite (unit, data, integration, real data where present)
+	$(PY) -m pytest
+
+test-fast: venv ## Unit tests only
+	$(PY) -m pytest tests/unit
+
+lint: venv ## Lint and check formatting (ruff)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: venv ## Benchmarks on the real data (../shared/data/marketplace); see BENCHMARKS.md
+	$(PY) bench/bench_cleaning.py
+
+lock: venv ## Re-freeze requirements.lock from the current .venv
+	@{ sed -n '1,4p' requirements.lock; $(PY) -m pip freeze --exclude-editable \
+		| grep -v '^marketplace' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new
+	@mv requirements.lock.new requirements.lock
+
+clean: ## Remove derived files (outputs/, reports/); keeps data/ and .venv
+	rm -rf outputs reports .pytest_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""DVC stage split: product ids -> train/val/test, stratified by root category, seeded."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from marketplace import paths
+from marketplace.cli import run
+from marketplace.config import load_params
+from marketplace.data.split import split_products, split_summary, write_split
+from marketplace.io import write_json
+
+log = logging.getLogger("pipeline.split")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listings", type=Path, default=paths.LISTINGS_FILE)
+    parser.add_argument("--out", type=Path, default=paths.SPLIT_DIR)
+    parser.add_argument("--metrics", type=Path, default=paths.METRICS_DIR / "split.json")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        params = load_params(args.params).split
+        listings = pd.read_parquet(args.listings, columns=["product_id", "root_category"])
+        splits = split_products(listings, seed=params.seed, val_fraction=params.val_fraction,
+                                test_fraction=params.test_fraction)
+        write_split(splits, args.out)
+        write_json(args.metrics, split_summary(listings, splits))
+        log.info("products: %s", {name: len(ids) for name, ids in splits.items()})
+
+    return run(body, "pipeline.split")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""FastAPI service for the production model (built in the serving issue)."""

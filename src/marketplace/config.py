@@ -1,0 +1,164 @@
+"""Typed, strict access to ``params.yaml``.
+
+Every tunable of every stage lives in ``params.yaml``, one section per stage. This module
+turns it into frozen dataclasses and refuses anything it does not expect: an unknown key
+(usually a typo that would otherwise be silently ignored), a missing key, or a value of
+the wrong type. Errors name the full dotted key, e.g. ``clean_images.size``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """``params.yaml`` does not match the expected schema; the message names the key."""
+
+
+@dataclass(frozen=True)
+class CleanTabularParams:
+    """Tunables of the ``clean_tabular`` stage."""
+
+    # Prices above this (in GBP) are placeholders such as £10,000,000: reported and set to
+    # null so they cannot dominate a price model. The listing itself is kept.
+    price_max: float
+    # Which row wins when a product id appears more than once.
+    keep_duplicate: Literal["first", "last"]
+
+
+@dataclass(frozen=True)
+class CleanImagesParams:
+    """Tunables of the ``clean_images`` stage."""
+
+    size: int  # side of the square black canvas the longest side is fitted into
+    jpeg_quality: int  # 1..95, quality of the cleaned JPEGs
+    workers: int  # processes; 0 means one per CPU core
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Tunables of the ``split`` stage: product-grouped, category-stratified ratios."""
+
+    seed: int
+    val_fraction: float
+    test_fraction: float
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of ``params.yaml``."""
+
+    clean_tabular: CleanTabularParams
+    clean_images: CleanImagesParams
+    split: SplitParams
+
+
+_Validator = typing.Callable[[Any], str | None]
+
+# Range checks that the type alone cannot express: key -> check returning an error or None.
+_CHECKS: dict[str, _Validator] = {
+    "clean_tabular.price_max": lambda v: None if v > 0 else "must be > 0",
+    "clean_images.size": lambda v: None if 8 <= v <= 4096 else "must be in 8..4096",
+    "clean_images.jpeg_quality": lambda v: None if 1 <= v <= 95 else "must be in 1..95",
+    "clean_images.workers": lambda v: None if v >= 0 else "must be >= 0 (0 = all cores)",
+    "split.val_fraction": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "split.test_fraction": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and build nested dataclasses."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in get_args(tp):
+            allowed = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"{key}: {value!r} is not one of {allowed}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches no type")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        (item_tp, _ellipsis) = get_args(tp)
+        return tuple(_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix or "params.yaml"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        keys = ", ".join(f"{prefix}.{k}" if prefix else str(k) for k in unknown)
+        raise ConfigError(f"unknown key(s): {keys} (expected: {', '.join(names)})")
+    values = {}
+    for name in names:
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in data:
+            raise ConfigError(f"missing key: {key}")
+        value = _convert(data[name], hints[name], key)
+        check = _CHECKS.get(key)
+        if check is not None and (problem := check(value)) is not None:
+            raise ConfigError(f"{key}: {value!r} {problem}")
+        values[name] = value
+    return cls(**values)
+
+
+def params_from_dict(data: Any) -> Params:
+    """Validate an already-parsed params mapping (used by tests and ``load_params``)."""
+    params = _build(Params, data, "")
+    split = params.split
+    if split.val_fraction + split.test_fraction >= 1:
+        raise ConfigError("split.val_fraction + split.test_fraction must be < 1")
+    return params
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_PATH) -> Params:
+    """Read and validate ``params.yaml``; raises ``ConfigError`` naming the offending key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return params_from_dict(data)

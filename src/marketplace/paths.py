@@ -1,0 +1,21 @@
+"""The project's file layout: where raw data lives and where each stage writes.
+
+``dvc.yaml`` declares the same paths as stage deps and outs; the stage modules use these
+as their argument defaults, so running a module by hand writes where DVC expects.
+Paths are relative to the project root (DVC runs every stage from there).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_DIR = Path("data")  # raw export only: immutable, tracked by data.dvc
+OUTPUTS_DIR = Path("outputs")  # every derived file: DVC stage outs
+METRICS_DIR = Path("metrics")  # small JSON metrics (DVC metrics, kept in git)
+REPORTS_DIR = Path("reports")  # per-row problem reports (DVC outs)
+
+CLEAN_DIR = OUTPUTS_DIR / "clean"
+LISTINGS_FILE = CLEAN_DIR / "listings.parquet"
+LABEL_MAP_FILE = CLEAN_DIR / "label_map.json"
+CLEAN_IMAGES_DIR = OUTPUTS_DIR / "images"
+SPLIT_DIR = OUTPUTS_DIR / "split"

@@ -1,0 +1,48 @@
+"""Helpers shared by the integration tests and the benchmarks: a scratch copy of the project.
+
+A scratch copy is a fresh git + DVC repository holding this project's pipeline definition
+(dvc.yaml, params.yaml) and code, so `dvc repro` can run on any data without touching the
+working tree's data/ or outputs/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore")
+PROJECT_DIRS = ("pipeline", "src")
+
+
+def venv_env() -> dict[str, str]:
+    """The environment with this interpreter's bin first, so `python` and `dvc` match it."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a command in ``cwd``; fail loudly with its output if it fails."""
+    result = subprocess.run(cmd, cwd=cwd, env=venv_env(), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_project_copy(root: Path) -> Path:
+    """Copy the pipeline definition and code into ``root`` and make it a git + DVC repo."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        shutil.copy2(PROJECT_ROOT / name, root / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(PROJECT_ROOT / name, root / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    return root
