@@ -43,24 +43,44 @@ def throughput(export: Path, size: int, quality: int, workers: int, scratch: Pat
     ids = sorted(index_image_files(images_dir))
     out = scratch / f"throughput-{workers}"
     results: list = []
-    seconds = _timed(lambda: results.extend(clean_image_files(
-        ids, images_dir, out, size=size, jpeg_quality=quality, workers=workers, progress=False)))
+    seconds = _timed(
+        lambda: results.extend(
+            clean_image_files(
+                ids,
+                images_dir,
+                out,
+                size=size,
+                jpeg_quality=quality,
+                workers=workers,
+                progress=False,
+            )
+        )
+    )
     ok = sum(r.status == "ok" for r in results)
-    return {"workers": workers, "images": ok, "seconds": round(seconds, 2),
-            "images_per_s": round(ok / seconds, 1)}
+    return {
+        "workers": workers,
+        "images": ok,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(ok / seconds, 1),
+    }
 
 
 def whole_cleaning(export: Path, scratch: Path) -> dict:
     """Ingest + cold ``dvc repro`` + no-op ``dvc repro`` in a scratch project."""
     project = make_project_copy(scratch / "project")
-    ingest = _timed(lambda: run([sys.executable, "-m", "pipeline.ingest", "--from", str(export)],
-                                project))
+    ingest = _timed(
+        lambda: run([sys.executable, "-m", "pipeline.ingest", "--from", str(export)], project)
+    )
     cold = _timed(lambda: run(["dvc", "repro"], project))
     noop = [_timed(lambda: run(["dvc", "repro"], project)) for _ in range(5)]
     metrics = json.loads((project / "metrics" / "clean_images.json").read_text())
-    return {"ingest_s": round(ingest, 1), "cold_repro_s": round(cold, 1),
-            "noop_repro_s_median": round(statistics.median(noop), 2),
-            "noop_repro_s_max": round(max(noop), 2), "clean_images_metrics": metrics}
+    return {
+        "ingest_s": round(ingest, 1),
+        "cold_repro_s": round(cold, 1),
+        "noop_repro_s_median": round(statistics.median(noop), 2),
+        "noop_repro_s_max": round(max(noop), 2),
+        "clean_images_metrics": metrics,
+    }
 
 
 def main() -> int:
@@ -75,26 +95,37 @@ def main() -> int:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-cleaning-") as tmp:
         scratch = Path(tmp)
-        rates = [throughput(args.data, params.size, params.jpeg_quality, w, scratch)
-                 for w in sorted({1, cores})]
+        rates = [
+            throughput(args.data, params.size, params.jpeg_quality, w, scratch)
+            for w in sorted({1, cores})
+        ]
         pipeline = whole_cleaning(args.data, scratch)
     result = {
-        "machine": {"cpus": cores, "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "cpus": cores,
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
         "canvas_size": params.size,
         "clean_images_throughput": rates,
         "pipeline": pipeline,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| measure | value |\n|---|---|")
+    print("| measure | value |\n|---|---|")
     for r in rates:
-        print(f"| clean_images, {r['workers']} worker(s), {params.size}px | "
-              f"{r['images_per_s']} img/s ({r['images']} images in {r['seconds']} s) |")
+        print(
+            f"| clean_images, {r['workers']} worker(s), {params.size}px | "
+            f"{r['images_per_s']} img/s ({r['images']} images in {r['seconds']} s) |"
+        )
     print(f"| ingest real export | {pipeline['ingest_s']} s |")
-    print(f"| cold dvc repro (clean_tabular + clean_images + split) | {pipeline['cold_repro_s']} s |")
-    print(f"| no-op dvc repro (median of 5 / max) | {pipeline['noop_repro_s_median']} s / "
-          f"{pipeline['noop_repro_s_max']} s |")
+    print(
+        f"| cold dvc repro (clean_tabular + clean_images + split) | {pipeline['cold_repro_s']} s |"
+    )
+    print(
+        f"| no-op dvc repro (median of 5 / max) | {pipeline['noop_repro_s_median']} s / "
+        f"{pipeline['noop_repro_s_max']} s |"
+    )
     return 0
 
 

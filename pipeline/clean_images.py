@@ -34,18 +34,33 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params).clean_images
         started = time.perf_counter()
         report, metrics = clean_export_images(
-            args.data, args.out, size=params.size, jpeg_quality=params.jpeg_quality,
-            workers=params.workers, progress=not args.no_progress,
+            args.data,
+            args.out,
+            size=params.size,
+            jpeg_quality=params.jpeg_quality,
+            workers=params.workers,
+            progress=not args.no_progress,
         )
         elapsed = time.perf_counter() - started
         write_json(args.metrics, metrics)
         write_csv(args.report, report)
         failures = report[report["status"] != "ok"]
-        log_problems(log, [f"{r.image_id or '-'} ({r.source or 'no file'}): {r.status}, {r.detail}"
-                           for r in failures.itertuples()], str(args.report))
-        log.info("cleaned %d of %d images in %.1f s (%.0f cleaned img/s); failures: %s",
-                 metrics["cleaned"], metrics["unique_ids"], elapsed,
-                 metrics["cleaned"] / max(elapsed, 1e-9), metrics["failed"] or "none")
+        log_problems(
+            log,
+            [
+                f"{r.image_id or '-'} ({r.source or 'no file'}): {r.status}, {r.detail}"
+                for r in failures.itertuples()
+            ],
+            str(args.report),
+        )
+        log.info(
+            "cleaned %d of %d images in %.1f s (%.0f cleaned img/s); failures: %s",
+            metrics["cleaned"],
+            metrics["unique_ids"],
+            elapsed,
+            metrics["cleaned"] / max(elapsed, 1e-9),
+            metrics["failed"] or "none",
+        )
 
     return run(body, "pipeline.clean_images")
 

@@ -37,11 +37,24 @@ def main(argv: list[str] | None = None) -> int:
         result.label_map.save(args.label_map)
         write_json(args.metrics, result.report())
         write_csv(args.issues, result.issues_frame())
-        log_problems(log, [f"{i.file} line {i.line} ({i.record_id or 'no id'}): {i.action}, "
-                           f"{i.reason}: {i.detail}" for i in result.issues], str(args.issues))
-        log.info("%d products -> %d kept; %d image rows -> %d kept; %d listing rows, %d classes",
-                 result.products_in, result.products_out, result.images_in, result.images_out,
-                 len(result.listings), len(result.label_map))
+        log_problems(
+            log,
+            [
+                f"{i.file} line {i.line} ({i.record_id or 'no id'}): {i.action}, "
+                f"{i.reason}: {i.detail}"
+                for i in result.issues
+            ],
+            str(args.issues),
+        )
+        log.info(
+            "%d products -> %d kept; %d image rows -> %d kept; %d listing rows, %d classes",
+            result.products_in,
+            result.products_out,
+            result.images_in,
+            result.images_out,
+            len(result.listings),
+            len(result.label_map),
+        )
 
     return run(body, "pipeline.clean_tabular")
 

@@ -12,7 +12,7 @@ from marketplace import paths
 from marketplace.cli import run
 from marketplace.config import load_params
 from marketplace.data.split import split_products, split_summary, write_split
-from marketplace.io import write_json
+from marketplace.io import write_csv, write_json
 
 log = logging.getLogger("pipeline.split")
 
@@ -22,16 +22,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listings", type=Path, default=paths.LISTINGS_FILE)
     parser.add_argument("--out", type=Path, default=paths.SPLIT_DIR)
     parser.add_argument("--metrics", type=Path, default=paths.METRICS_DIR / "split.json")
+    parser.add_argument("--report", type=Path, default=paths.REPORTS_DIR / "split.csv")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
 
     def body() -> None:
         params = load_params(args.params).split
         listings = pd.read_parquet(args.listings, columns=["product_id", "root_category"])
-        splits = split_products(listings, seed=params.seed, val_fraction=params.val_fraction,
-                                test_fraction=params.test_fraction)
+        splits = split_products(
+            listings,
+            seed=params.seed,
+            val_fraction=params.val_fraction,
+            test_fraction=params.test_fraction,
+        )
         write_split(splits, args.out)
-        write_json(args.metrics, split_summary(listings, splits))
+        metrics, per_category = split_summary(listings, splits)
+        write_json(args.metrics, metrics)
+        write_csv(args.report, per_category)
         log.info("products: %s", {name: len(ids) for name, ids in splits.items()})
 
     return run(body, "pipeline.split")

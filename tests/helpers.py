@@ -40,8 +40,11 @@ def make_project_copy(root: Path) -> Path:
     for name in PROJECT_FILES:
         shutil.copy2(PROJECT_ROOT / name, root / name)
     for name in PROJECT_DIRS:
-        shutil.copytree(PROJECT_ROOT / name, root / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(
+            PROJECT_ROOT / name,
+            root / name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+        )
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
     run(["dvc", "config", "core.analytics", "false"], root)

@@ -39,7 +39,8 @@ def test_outputs_exist_and_agree(repo: Path) -> None:
     report = pd.read_csv(repo / "reports/clean_images.csv", keep_default_na=False)
     assert cleaned == set(report.loc[report["status"] == "ok", "image_id"])
     split_ids = [
-        line for name in ("train", "val", "test")
+        line
+        for name in ("train", "val", "test")
         for line in (repo / f"outputs/split/{name}.txt").read_text().split()
     ]
     assert sorted(split_ids) == sorted(listings["product_id"].unique())

@@ -55,8 +55,17 @@ def test_one_cleaned_image_per_photo_and_every_missing_one_reported(
     present = [i for i in ids if i in files]
     missing = [i for i in ids if i not in files]
     assert (len(present), len(missing)) == (5390, 11858 - 5390)
-    results = list(clean_image_files(present + missing, real_export / "images", tmp_path,
-                                     size=128, jpeg_quality=90, workers=2, progress=False))
+    results = list(
+        clean_image_files(
+            present + missing,
+            real_export / "images",
+            tmp_path,
+            size=128,
+            jpeg_quality=90,
+            workers=2,
+            progress=False,
+        )
+    )
     status = {r.image_id: r.status for r in results}
     assert all(status[i] == "ok" for i in present)
     assert all(status[i] == "missing_file" for i in missing)

@@ -55,8 +55,11 @@ def _jpeg_with_orientation(orientation: int) -> bytes:
     upright = Image.new("RGB", (40, 20), (0, 0, 255))
     upright.paste((255, 0, 0), (0, 0, 20, 20))
     # Store the pixels so that applying `orientation` brings back the upright image.
-    inverse = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
-               8: Image.Transpose.ROTATE_270}[orientation]
+    inverse = {
+        3: Image.Transpose.ROTATE_180,
+        6: Image.Transpose.ROTATE_90,
+        8: Image.Transpose.ROTATE_270,
+    }[orientation]
     stored = upright.transpose(inverse)
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -146,11 +149,13 @@ def test_clean_image_files_reports_and_keeps_order(tmp_path: Path, workers: int)
     out = tmp_path / "out"
     ids = ["a", "missing", "b", "c", "d", "a"]
     results = list(
-        clean_image_files(ids, src, out, size=32, jpeg_quality=90, workers=workers,
-                          progress=False)
+        clean_image_files(ids, src, out, size=32, jpeg_quality=90, workers=workers, progress=False)
     )
     assert [(r.image_id, r.status) for r in results] == [
-        ("a", "ok"), ("missing", "missing_file"), ("b", "ok"), ("c", "not_an_image"),
+        ("a", "ok"),
+        ("missing", "missing_file"),
+        ("b", "ok"),
+        ("c", "not_an_image"),
         ("d", "corrupt_image"),
     ]
     assert (results[0].width, results[0].height, results[0].mode) == (50, 20, "RGB")

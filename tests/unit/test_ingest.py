@@ -64,12 +64,15 @@ def test_reimport_replaces_previous_export(tmp_path: Path) -> None:
     ("breakage", "message"),
     [
         (lambda root: (root / "Images.csv").unlink(), "Images.csv is missing"),
-        (lambda root: (root / "images" / "i1.jpg").unlink() or (root / "images").rmdir(),
-         "images/ folder is missing"),
-        (lambda root: (root / "Products.csv").write_text(",id,name\n0,p1,x\n"),
-         "missing column"),
-        (lambda root: (root / "Products.csv").write_text(PRODUCTS.splitlines()[0] + "\n"),
-         "no product records"),
+        (
+            lambda root: (root / "images" / "i1.jpg").unlink() or (root / "images").rmdir(),
+            "images/ folder is missing",
+        ),
+        (lambda root: (root / "Products.csv").write_text(",id,name\n0,p1,x\n"), "missing column"),
+        (
+            lambda root: (root / "Products.csv").write_text(PRODUCTS.splitlines()[0] + "\n"),
+            "no product records",
+        ),
         (lambda root: (root / "Products.csv").write_bytes(b"\xff\xfe\x00bad"), "not UTF-8"),
     ],
 )
@@ -94,7 +97,7 @@ def test_unsafe_or_invalid_archives_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path.parent / "escape.txt").exists()
     not_zip = tmp_path / "export.txt"
     not_zip.write_text("hello")
-    with pytest.raises(MalformedExportError, match="folder or a .zip"):
+    with pytest.raises(MalformedExportError, match=r"folder or a \.zip"):
         ingest_export(not_zip, tmp_path / "data")
     with pytest.raises(MalformedExportError, match="does not exist"):
         ingest_export(tmp_path / "nowhere", tmp_path / "data")

@@ -16,8 +16,13 @@ def listings() -> pd.DataFrame:
     for cat, n in (("a", 100), ("b", 40), ("c", 7)):
         for i in range(n):
             for image in range(1 + i % 3):  # several rows per product, as after the join
-                rows.append({"product_id": f"{cat}{i:03d}", "root_category": cat,
-                             "image_id": f"{cat}{i}-{image}"})
+                rows.append(
+                    {
+                        "product_id": f"{cat}{i:03d}",
+                        "root_category": cat,
+                        "image_id": f"{cat}{i}-{image}",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -29,10 +34,13 @@ def test_every_product_in_exactly_one_split(listings: pd.DataFrame) -> None:
 
 def test_stratified_per_category(listings: pd.DataFrame) -> None:
     splits = split_products(listings, seed=0, val_fraction=0.15, test_fraction=0.15)
-    summary = split_summary(listings, splits)
-    assert summary["test"]["per_category"] == {"a": 15, "b": 6, "c": 1}
-    assert summary["val"]["per_category"] == {"a": 15, "b": 6, "c": 1}
-    assert summary["train"]["per_category"] == {"a": 70, "b": 28, "c": 5}
+    metrics, table = split_summary(listings, splits)
+    assert table.set_index("root_category").to_dict("index") == {
+        "a": {"train": 70, "val": 15, "test": 15},
+        "b": {"train": 28, "val": 6, "test": 6},
+        "c": {"train": 5, "val": 1, "test": 1},
+    }
+    assert metrics["test"] == {"products": 22, "categories": 3, "smallest_category": 1}
 
 
 def test_seeded_and_order_independent(listings: pd.DataFrame) -> None:

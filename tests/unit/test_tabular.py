@@ -63,10 +63,16 @@ def test_parse_price_rejects_garbage_with_reason(text: str, reason: str) -> None
     ("name", "title", "location"),
     [
         ("Oak desk | in Leeds, West Yorkshire | Gumtree", "Oak desk", "Leeds, West Yorkshire"),
-        ("PS4 Game | Watch Dogs | in Bournemouth, Dorset | Gumtree", "PS4 Game | Watch Dogs",
-         "Bournemouth, Dorset"),
-        ("MacBook| 16GB | in Ealing Broadway, London | Gumtree", "MacBook| 16GB",
-         "Ealing Broadway, London"),
+        (
+            "PS4 Game | Watch Dogs | in Bournemouth, Dorset | Gumtree",
+            "PS4 Game | Watch Dogs",
+            "Bournemouth, Dorset",
+        ),
+        (
+            "MacBook| 16GB | in Ealing Broadway, London | Gumtree",
+            "MacBook| 16GB",
+            "Ealing Broadway, London",
+        ),
         ("Sofa | in London | Gumtree", "Sofa", "London"),
         ("No suffix at all", "No suffix at all", None),
         ("Lamp | Gumtree", "Lamp", None),
@@ -108,10 +114,17 @@ HEADER = ",id,product_name,category,product_description,price,location\n"
 IMAGES_HEADER = ",id,product_id,bucket_link,image_ref,create_time\n"
 
 
-def _product(i: int, pid: str, price: str = "£5.00", category: str = "Appliances / Kettles",
-             description: str = "Nice") -> str:
-    return f'{i},{pid},"Kettle | in Leeds, West Yorkshire | Gumtree",{category},{description},' \
-           f'{price},"Leeds, West Yorkshire"\n'
+def _product(
+    i: int,
+    pid: str,
+    price: str = "£5.00",
+    category: str = "Appliances / Kettles",
+    description: str = "Nice",
+) -> str:
+    return (
+        f'{i},{pid},"Kettle | in Leeds, West Yorkshire | Gumtree",{category},{description},'
+        f'{price},"Leeds, West Yorkshire"\n'
+    )
 
 
 def _write_export(tmp_path: Path, products: str, images: str) -> Path:
@@ -132,8 +145,9 @@ def test_bare_carriage_returns_do_not_split_records(tmp_path: Path) -> None:
 
 def test_malformed_record_is_reported_and_skipped(tmp_path: Path) -> None:
     body = _product(0, "p1") + "1,p2,only three\n" + _product(2, "p3")
-    rows, issues = read_export_csv(_write_export(tmp_path, body, "") / "Products.csv",
-                                   PRODUCT_COLUMNS)
+    rows, issues = read_export_csv(
+        _write_export(tmp_path, body, "") / "Products.csv", PRODUCT_COLUMNS
+    )
     assert [r["id"] for _, r in rows] == ["p1", "p3"]
     assert [(i.line, i.record_id, i.reason, i.action) for i in issues] == [
         (3, "p2", "malformed_row", "dropped")
@@ -142,7 +156,7 @@ def test_malformed_record_is_reported_and_skipped(tmp_path: Path) -> None:
 
 def test_missing_column_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "Images.csv").write_text(",id,product_id\n0,a,b\n")
-    with pytest.raises(MalformedExportError, match="missing column.*bucket_link"):
+    with pytest.raises(MalformedExportError, match=r"missing column.*bucket_link"):
         read_export_csv(tmp_path / "Images.csv", IMAGE_COLUMNS)
 
 

@@ -45,15 +45,22 @@ def split_products(
     return {name: sorted(str(i) for i in ids) for name, ids in assigned.items()}
 
 
-def split_summary(products: pd.DataFrame, splits: Mapping[str, list[str]]) -> dict[str, object]:
-    """Counts per split and per category (the stage's DVC metrics)."""
+def split_summary(
+    products: pd.DataFrame, splits: Mapping[str, list[str]]
+) -> tuple[dict[str, object], pd.DataFrame]:
+    """Products per split (the stage's DVC metrics) and the per-category table (its report)."""
     per_product = products[["product_id", "root_category"]].drop_duplicates("product_id")
     category = per_product.set_index("product_id")["root_category"]
-    summary: dict[str, object] = {}
-    for name in SPLITS:
-        counts = category.loc[splits[name]].value_counts().sort_index()
-        summary[name] = {"products": len(splits[name]), "per_category": counts.to_dict()}
-    return summary
+    table = pd.DataFrame(
+        {name: category.loc[splits[name]].value_counts() for name in SPLITS}
+    ).fillna(0).astype("int64").sort_index()
+    table.index.name = "root_category"
+    metrics: dict[str, object] = {
+        name: {"products": len(splits[name]), "categories": int((table[name] > 0).sum()),
+               "smallest_category": int(table[name].min())}
+        for name in SPLITS
+    }
+    return metrics, table.reset_index()
 
 
 def write_split(splits: Mapping[str, list[str]], out_dir: Path) -> None:
