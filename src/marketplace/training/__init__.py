@@ -1,0 +1,1 @@
+"""Training: loops, metrics and plots for the classifiers (no architectures: see models)."""

@@ -1,0 +1,127 @@
+"""One training loop for every head: mini-batches, AdamW, early stopping on validation.
+
+Heads train on cached embeddings (tensors in memory), so an epoch is milliseconds to
+seconds; the loop keeps the weights of the best validation epoch and stops after
+``patience`` epochs without improvement. Seeded: the same seed, data and config give the
+same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Optimisation settings shared by all heads."""
+
+    lr: float
+    weight_decay: float
+    epochs: int
+    patience: int
+    batch_size: int
+    seed: int
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class FitResult:
+    """Per-epoch history and the epoch whose weights were kept."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_accuracy: float
+
+
+Batch = Sequence[torch.Tensor]
+
+
+def _evaluate(
+    model: nn.Module, inputs: Batch, labels: torch.Tensor, batch_size: int
+) -> tuple[float, float, torch.Tensor]:
+    model.eval()
+    logits = []
+    with torch.inference_mode():
+        for start in range(0, len(labels), batch_size):
+            logits.append(model(*(x[start : start + batch_size] for x in inputs)))
+    all_logits = torch.cat(logits) if logits else torch.zeros(0)
+    loss = F.cross_entropy(all_logits, labels).item() if len(labels) else math.nan
+    accuracy = (all_logits.argmax(1) == labels).float().mean().item() if len(labels) else math.nan
+    return loss, accuracy, all_logits
+
+
+def predict_proba(model: nn.Module, inputs: Batch, batch_size: int = 1024) -> torch.Tensor:
+    """Softmax probabilities for every row of ``inputs``."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs[0]), batch_size):
+            out.append(model(*(x[start : start + batch_size] for x in inputs)).softmax(dim=1))
+    return torch.cat(out)
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[Batch, torch.Tensor],
+    val: tuple[Batch, torch.Tensor],
+    config: FitConfig,
+    *,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` in place; on return it holds the best validation epoch's weights."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    (train_inputs, train_labels), (val_inputs, val_labels) = train, val
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
+    history: list[dict[str, float]] = []
+    best_state = copy.deepcopy(model.state_dict())
+    best_accuracy, best_loss, best_epoch, stale = -1.0, math.inf, 0, 0
+    n = len(train_labels)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        total_loss, correct = 0.0, 0
+        for start in range(0, n, config.batch_size):
+            rows = order[start : start + config.batch_size]
+            logits = model(*(x[rows] for x in train_inputs))
+            loss = F.cross_entropy(
+                logits, train_labels[rows], label_smoothing=config.label_smoothing
+            )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total_loss += loss.item() * len(rows)
+            correct += int((logits.argmax(1) == train_labels[rows]).sum())
+        scheduler.step()
+        val_loss, val_accuracy, _ = _evaluate(model, val_inputs, val_labels, 1024)
+        record = {
+            "epoch": float(epoch),
+            "train_loss": total_loss / max(n, 1),
+            "train_accuracy": correct / max(n, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+        }
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        improved = val_accuracy > best_accuracy or (
+            val_accuracy == best_accuracy and val_loss < best_loss
+        )
+        if improved:
+            best_accuracy, best_loss, best_epoch, stale = val_accuracy, val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    return FitResult(history, best_epoch, best_accuracy)
