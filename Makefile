@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo test test-fast lint format bench lock clean
+.PHONY: help venv demo test test-fast lint format bench lock clean ui
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,11 @@ format: venv ## Apply ruff fixes and formatting
 
 bench: venv ## Benchmarks on the real data (../shared/data/marketplace); see BENCHMARKS.md
 	$(PY) bench/bench_cleaning.py
+
+ui: venv ## MLflow UI on http://127.0.0.1:5000 over the project's tracking store
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		--default-artifact-root "$(CURDIR)/mlartifacts"
 
 lock: venv ## Re-freeze requirements.lock from the current .venv
 	@{ sed -n '1,4p' requirements.lock; $(PY) -m pip freeze --exclude-editable \

@@ -74,6 +74,67 @@ class EmbedTextParams:
 
 
 @dataclass(frozen=True)
+class BaselinesParams:
+    """Tunables of the ``baselines`` stage (the seed's simple models, for parity)."""
+
+    seed: int
+    price_text_features: int  # title TF-IDF features in the price regression
+    price_ridge_alpha: float
+    svc_image_size: int  # side of the downscaled image the SVC sees
+    svc_c: float
+    svc_max_train: int  # cap on SVC training images (its cost grows quadratically)
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """Architecture and optimisation of one classifier head."""
+
+    hidden_dim: int  # 0 = linear
+    dropout: float
+    lr: float
+    weight_decay: float
+    epochs: int  # upper bound; early stopping on val accuracy decides
+    patience: int
+    batch_size: int
+    label_smoothing: float
+
+
+@dataclass(frozen=True)
+class CombinedHeadParams(HeadParams):
+    """The fusion head also drops the image branch for a share of training rows."""
+
+    modality_dropout: float
+
+
+@dataclass(frozen=True)
+class TfidfParams:
+    """Hashed TF-IDF of the listing text (text and combined models)."""
+
+    word_buckets: int
+    char_buckets: int
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Tunables of the ``train_*`` stages."""
+
+    seed: int
+    tfidf: TfidfParams
+    vision: HeadParams
+    text: HeadParams
+    combined: CombinedHeadParams
+
+
+@dataclass(frozen=True)
+class RegistryParams:
+    """Registered model names, one per classifier."""
+
+    vision: str
+    text: str
+    combined: str
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of ``params.yaml``."""
 
@@ -82,6 +143,9 @@ class Params:
     split: SplitParams
     embed_images: EmbedImagesParams
     embed_text: EmbedTextParams
+    baselines: BaselinesParams
+    train: TrainParams
+    registry: RegistryParams
 
 
 _Validator = typing.Callable[[Any], str | None]
@@ -103,6 +167,8 @@ _CHECKS: dict[str, _Validator] = {
     "embed_images.batch_size": lambda v: None if v >= 1 else "must be >= 1",
     "embed_text.max_tokens": lambda v: None if 8 <= v <= 512 else "must be in 8..512",
     "embed_text.batch_size": lambda v: None if v >= 1 else "must be >= 1",
+    "baselines.svc_image_size": lambda v: None if 4 <= v <= 128 else "must be in 4..128",
+    "baselines.svc_max_train": lambda v: None if v >= 13 else "must be >= 13",
 }
 
 

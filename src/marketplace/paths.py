@@ -22,3 +22,5 @@ SPLIT_DIR = OUTPUTS_DIR / "split"
 EMBEDDINGS_DIR = OUTPUTS_DIR / "embeddings"
 IMAGE_EMBEDDINGS_FILE = EMBEDDINGS_DIR / "images.npz"
 TEXT_EMBEDDINGS_FILE = EMBEDDINGS_DIR / "text.npz"
+MODELS_DIR = OUTPUTS_DIR / "models"  # one classifier folder per kind
+PLOTS_DIR = Path("plots")  # per-kind curves and confusion matrices (DVC plots)

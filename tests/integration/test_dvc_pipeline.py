@@ -1,8 +1,11 @@
 """The real DVC pipeline on a small sample, in a temporary git + DVC repository.
 
 Runs `dvc repro` exactly as a user would (the stage commands, params.yaml, dvc.yaml of this
-project) and checks what a user relies on: the outputs appear, a second `dvc repro` runs
-nothing, and a params change reruns only the stages that read that key.
+project), through embedding, baselines and training with a real MLflow sqlite store inside
+the scratch project, and checks what a user relies on: the outputs appear and agree, runs
+and registered versions carry what they should, a logged model loads back and predicts
+the same, a second `dvc repro` runs nothing, and a head-only param change reruns only
+that head's stage.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,6 +22,18 @@ from tests.helpers import make_project_copy, run
 
 pytestmark = pytest.mark.integration
 
+STAGES = (
+    "clean_tabular",
+    "clean_images",
+    "split",
+    "embed_images",
+    "embed_text",
+    "baselines",
+    "train_vision",
+    "train_text",
+    "train_combined",
+)
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -25,7 +41,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_sample(root / "data", seed=0, per_category=6)
     run(["dvc", "add", "-q", "data"], root)
     result = run(["dvc", "repro"], root)
-    for stage in ("clean_tabular", "clean_images", "split"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in result.stdout
     return root
 
@@ -54,15 +70,88 @@ def test_second_repro_runs_nothing(repo: Path) -> None:
     assert "Data and pipelines are up to date" in result.stdout
 
 
-def test_param_change_reruns_only_the_stage_that_reads_it(repo: Path) -> None:
+def _mlflow(repo: Path):
+    import mlflow
+
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def test_runs_are_tracked_and_grouped(repo: Path) -> None:
+    client = _mlflow(repo)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "marketplace"]
+    runs = client.search_runs([experiment.experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert {"vision", "text", "combined", "price_linear_regression", "svc_pixels"} <= set(by_name)
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs} - {None}
+    assert len(parents) == 1, "one dvc repro, one parent run"
+    run = by_name["combined"]
+    assert run.data.params["train.combined.lr"] == "0.002"
+    assert run.data.params["embed_images.encoder"] == "efficientnet_lite0"
+    for key in ("test_accuracy", "test_macro_f1", "test_top3_accuracy", "val_accuracy"):
+        assert 0.0 <= run.data.metrics[key] <= 1.0
+    curve = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert len(curve) >= run.data.metrics["best_epoch"] >= 1
+    assert run.data.tags["stage"] == "train_combined"
+    assert run.data.tags["data_dvc_md5"].endswith(".dir")
+    assert len(run.data.tags["git_commit"]) >= 7
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert {
+        "reports/confusion.png",
+        "reports/learning_curves.png",
+        "reports/per_class.json",
+        "reports/history.csv",
+    } <= artifacts
+    metrics = json.loads((repo / "metrics/train_combined.json").read_text())
+    assert metrics["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
+
+
+def test_models_registered_with_tags(repo: Path) -> None:
+    client = _mlflow(repo)
+    for name in ("marketplace-vision", "marketplace-text", "marketplace-combined"):
+        (version,) = client.search_model_versions(f"name = '{name}'")
+        assert float(version.tags["test_accuracy"]) > 0
+        assert version.tags["data_dvc_md5"].endswith(".dir")
+
+
+def test_registered_model_round_trip(repo: Path) -> None:
+    """log -> load by models:/<name>/<version> -> the same predictions as the saved folder."""
+    import base64
+
+    import mlflow
+
+    from marketplace.models.classifier import ListingClassifier
+
+    _mlflow(repo)
+    model = mlflow.pyfunc.load_model("models:/marketplace-combined/1")
+    photo = next((repo / "outputs/images").iterdir()).read_bytes()
+    frame = pd.DataFrame(
+        {
+            "image": [base64.b64encode(photo).decode(), None],
+            "text": ["Oak desk with drawers. Collection only", "PS4 console"],
+            "price": [45.0, None],
+        }
+    )
+    predicted = model.predict(frame)
+    direct = ListingClassifier.load(repo / "outputs/models/combined").predict_proba(
+        images=[photo, None], texts=list(frame["text"]), prices=[45.0, None]
+    )
+    names = ListingClassifier.load(repo / "outputs/models/combined").categories
+    assert list(predicted["category"]) == [names[i] for i in direct.argmax(axis=1)]
+    for row, expected in zip(predicted["probabilities"], direct, strict=True):
+        np.testing.assert_allclose(list(json.loads(row).values()), expected, atol=1e-5)
+
+
+def test_head_only_param_change_reruns_only_that_head(repo: Path) -> None:
     params = repo / "params.yaml"
     original = params.read_text()
     try:
-        params.write_text(original.replace("seed: 42", "seed: 43"))
+        params.write_text(original.replace("lr: 0.002", "lr: 0.0021"))  # train.combined.lr
+        assert original != params.read_text()
         result = run(["dvc", "repro"], repo)
-        assert "Running stage 'split'" in result.stdout
-        assert "Running stage 'clean_tabular'" not in result.stdout
-        assert "Running stage 'clean_images'" not in result.stdout
+        ran = {stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout}
+        assert ran == {"train_combined"}
     finally:
         params.write_text(original)
-    run(["dvc", "repro"], repo)  # back to the committed state for any later test

@@ -12,6 +12,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +41,9 @@ class FitResult:
     best_val_accuracy: float
 
 
-Batch = Sequence[torch.Tensor]
+# A model's inputs: row-aligned tensors, or scipy sparse rows (anything indexable by an
+# integer array along its first axis).
+Batch = Sequence[Any]
 
 
 def _evaluate(
@@ -62,7 +65,7 @@ def predict_proba(model: nn.Module, inputs: Batch, batch_size: int = 1024) -> to
     model.eval()
     out = []
     with torch.inference_mode():
-        for start in range(0, len(inputs[0]), batch_size):
+        for start in range(0, inputs[0].shape[0], batch_size):
             out.append(model(*(x[start : start + batch_size] for x in inputs)).softmax(dim=1))
     return torch.cat(out)
 
@@ -88,19 +91,18 @@ def fit(
     n = len(train_labels)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).numpy()
         total_loss, correct = 0.0, 0
         for start in range(0, n, config.batch_size):
             rows = order[start : start + config.batch_size]
+            labels = train_labels[torch.from_numpy(rows)]
             logits = model(*(x[rows] for x in train_inputs))
-            loss = F.cross_entropy(
-                logits, train_labels[rows], label_smoothing=config.label_smoothing
-            )
+            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             total_loss += loss.item() * len(rows)
-            correct += int((logits.argmax(1) == train_labels[rows]).sum())
+            correct += int((logits.argmax(1) == labels).sum())
         scheduler.step()
         val_loss, val_accuracy, _ = _evaluate(model, val_inputs, val_labels, 1024)
         record = {

@@ -113,3 +113,38 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path, title: str
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_run_reports(
+    history: list[dict[str, float]],
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    folder: Path,
+    title: str,
+) -> list[Path]:
+    """The files a training stage leaves for ``dvc plots`` and MLflow: curves and confusion.
+
+    ``history.csv`` (per epoch), ``confusion.csv`` (actual/predicted names per test row),
+    and the two PNGs. Returns the paths written.
+    """
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(history).assign(epoch=lambda d: d["epoch"].astype(int)).to_csv(
+        folder / "history.csv", index=False, lineterminator="\n"
+    )
+    names = np.asarray(class_names)
+    pd.DataFrame(
+        {"actual": names[labels], "predicted": names[probabilities.argmax(axis=1)]}
+    ).to_csv(folder / "confusion.csv", index=False, lineterminator="\n")
+    plot_confusion(
+        confusion(probabilities, labels, len(names)),
+        class_names,
+        folder / "confusion.png",
+        f"{title}: test confusion matrix",
+    )
+    plot_learning_curves(history, folder / "learning_curves.png", f"{title}: learning curves")
+    return [
+        folder / n for n in ("history.csv", "confusion.csv", "confusion.png", "learning_curves.png")
+    ]

@@ -1,0 +1,222 @@
+"""A trained classifier as one self-describing folder, and its inference entry point.
+
+The folder holds ``config.json`` (kind, label map, head architecture and arguments, the
+encoder specs the embeddings came from, TF-IDF and price settings, metrics) and
+``weights.safetensors`` (the head's tensors and the TF-IDF IDF weights). No pickled
+classes: loading needs this package and the pretrained encoders it names, nothing else.
+``ListingClassifier`` turns raw listings (photo bytes, text, price) into probabilities
+through exactly the preprocessing used in training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from marketplace.data.labels import LabelMap
+from marketplace.models.embedding import inference_context
+from marketplace.models.encoders import ImageEncoder, TextEncoder
+from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
+from marketplace.models.tfidf import HashedTfidf, TfidfConfig
+from marketplace.preprocessing import ImagePreprocessing, listing_text
+from marketplace.training.features import PriceScaler
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+KINDS = ("vision", "text", "combined")
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "MLPHead": MLPHead,
+    "TextClassifier": TextClassifier,
+    "CombinedClassifier": CombinedClassifier,
+}
+_IDF_KEY = "tfidf.idf"
+
+
+@dataclass
+class ClassifierPackage:
+    """Everything a classifier folder holds, in memory."""
+
+    kind: str
+    label_map: LabelMap
+    architecture: str
+    arguments: dict[str, Any]
+    head: nn.Module
+    image_spec: dict[str, Any] | None
+    text_spec: dict[str, Any] | None
+    tfidf: HashedTfidf | None
+    prices: PriceScaler | None
+    info: dict[str, Any]  # metrics, data version, commit: for people, not for loading
+
+    def save(self, folder: Path) -> None:
+        """Write ``config.json`` and ``weights.safetensors`` into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"head.{k}": v.detach().contiguous() for k, v in self.head.state_dict().items()}
+        if self.tfidf is not None:
+            tensors[_IDF_KEY] = torch.from_numpy(self.tfidf.idf)
+        save_file(tensors, str(folder / WEIGHTS_FILE))
+        config = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "label_map": self.label_map.to_dict(),
+            "architecture": {"class": self.architecture, "arguments": self.arguments},
+            "image_encoder": self.image_spec,
+            "text_encoder": self.text_spec,
+            "tfidf": None
+            if self.tfidf is None
+            else {
+                "word_buckets": self.tfidf.config.word_buckets,
+                "char_buckets": self.tfidf.config.char_buckets,
+                "word_ngrams": list(self.tfidf.config.word_ngrams),
+                "char_ngrams": list(self.tfidf.config.char_ngrams),
+            },
+            "price": None
+            if self.prices is None
+            else {"mean": self.prices.mean, "std": self.prices.std},
+            "info": self.info,
+        }
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> ClassifierPackage:
+        """Read a folder written by ``save``; ``ValueError`` if it is not one."""
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text())
+            tensors = load_file(str(folder / WEIGHTS_FILE))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{folder} is not a classifier package: {exc}") from None
+        if config.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{folder}: unsupported format {config.get('format_version')}")
+        architecture = config["architecture"]
+        head = ARCHITECTURES[architecture["class"]](**architecture["arguments"])
+        head.load_state_dict(
+            {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
+        )
+        head.eval()
+        tfidf = None
+        if config["tfidf"] is not None:
+            t = config["tfidf"]
+            tfidf = HashedTfidf(
+                TfidfConfig(
+                    t["word_buckets"],
+                    t["char_buckets"],
+                    tuple(t["word_ngrams"]),
+                    tuple(t["char_ngrams"]),
+                ),
+                tensors[_IDF_KEY].numpy(),
+            )
+        prices = None if config["price"] is None else PriceScaler(**config["price"])
+        return cls(
+            config["kind"],
+            LabelMap.from_dict(config["label_map"]),
+            architecture["class"],
+            architecture["arguments"],
+            head,
+            config["image_encoder"],
+            config["text_encoder"],
+            tfidf,
+            prices,
+            config.get("info", {}),
+        )
+
+
+class ListingClassifier:
+    """Raw listings in, category probabilities out: the one inference path.
+
+    Used by the MLflow pyfunc model, the API and the CLI alike. Encoders load once, in
+    the constructor; ``predict_proba`` is then pure computation.
+    """
+
+    def __init__(self, package: ClassifierPackage) -> None:
+        self.package = package
+        self.image_encoder: ImageEncoder | None = None
+        self.preprocessing: ImagePreprocessing | None = None
+        if package.image_spec is not None:
+            spec = package.image_spec
+            self.image_encoder = ImageEncoder(spec["encoder"]).eval()
+            self.preprocessing = ImagePreprocessing(
+                spec["canvas_size"], spec["image_size"], tuple(spec["mean"]), tuple(spec["std"])
+            )
+        self.text_encoder: TextEncoder | None = None
+        if package.text_spec is not None:
+            spec = package.text_spec
+            self.text_encoder = TextEncoder(spec["encoder"], max_tokens=spec["max_tokens"]).eval()
+
+    @classmethod
+    def load(cls, folder: Path) -> ListingClassifier:
+        return cls(ClassifierPackage.load(folder))
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.package.label_map.categories
+
+    @torch.inference_mode()
+    def image_embeddings(self, images: Sequence[bytes | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder embeddings of photos (zeros where ``None``) and a has-image flag."""
+        assert self.image_encoder is not None and self.preprocessing is not None
+        present = [i for i, image in enumerate(images) if image is not None]
+        out = torch.zeros(len(images), self.image_encoder.embedding_dim)
+        if present:
+            pixels = torch.stack([self.preprocessing.from_upload(images[i]) for i in present])
+            with inference_context(bool(self.package.image_spec.get("bf16"))):
+                out[present] = self.image_encoder(pixels).float()
+        flag = torch.zeros(len(images))
+        flag[present] = 1.0
+        return out, flag
+
+    @torch.inference_mode()
+    def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """Sentence embeddings of listing texts."""
+        assert self.text_encoder is not None
+        return self.text_encoder.encode(list(texts)).float()
+
+    @torch.inference_mode()
+    def predict_proba(
+        self,
+        *,
+        images: Sequence[bytes | None] | None = None,
+        texts: Sequence[str | None] | None = None,
+        prices: Sequence[float | None] | None = None,
+    ) -> np.ndarray:
+        """``[N, n_classes]`` probabilities. Photos are raw bytes (cleaned here, as in
+        training); a text is the listing's title and description (or just one)."""
+        kind = self.package.kind
+        n = len(images if images is not None else texts if texts is not None else [])
+        images = list(images) if images is not None else [None] * n
+        texts_clean = [listing_text(t, None) for t in (texts or [None] * n)]
+        if kind == "vision":
+            if any(image is None for image in images):
+                raise ValueError("the vision model needs a photo for every row")
+            vectors, _ = self.image_embeddings(images)
+            logits = self.package.head(vectors)
+        elif kind == "text":
+            if not all(texts_clean):
+                raise ValueError("the text model needs text for every row")
+            assert self.package.tfidf is not None
+            logits = self.package.head(
+                self.package.tfidf.transform(texts_clean), self.text_embeddings(texts_clean)
+            )
+        else:
+            if any(
+                image is None and not text for image, text in zip(images, texts_clean, strict=True)
+            ):
+                raise ValueError("each row needs a photo, a text, or both")
+            assert self.package.tfidf is not None and self.package.prices is not None
+            vectors, has_image = self.image_embeddings(images)
+            extra = torch.from_numpy(self.package.prices.transform(list(prices or [None] * n)))
+            logits = self.package.head(
+                self.package.tfidf.transform(texts_clean),
+                vectors,
+                has_image,
+                self.text_embeddings(texts_clean),
+                extra,
+            )
+        return logits.softmax(dim=1).numpy()

@@ -1,0 +1,75 @@
+"""Hashed TF-IDF of listing text: the sparse, exact-word half of the text model.
+
+A frozen sentence encoder captures meaning; listings also carry exact tokens that name the
+category (model numbers, brand names, "PS4", the "Posted by ... in <sub-category>" line).
+Word 1-2-grams and character 3-5-grams catch those. Hashing instead of a vocabulary means
+the only learned state is one IDF weight per bucket: a float array saved with the model,
+no pickled vectorizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import HashingVectorizer
+
+
+@dataclass(frozen=True)
+class TfidfConfig:
+    """How text becomes hashed n-gram counts (the config saved next to the IDF weights)."""
+
+    word_buckets: int = 2**18
+    char_buckets: int = 2**18
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (3, 5)
+
+    @property
+    def n_features(self) -> int:
+        return self.word_buckets + self.char_buckets
+
+
+class HashedTfidf:
+    """Fit IDF on training texts; transform any text to an L2-normalised sublinear TF-IDF row."""
+
+    def __init__(self, config: TfidfConfig, idf: np.ndarray | None = None) -> None:
+        self.config = config
+        self._word = HashingVectorizer(
+            analyzer="word",
+            ngram_range=config.word_ngrams,
+            n_features=config.word_buckets,
+            alternate_sign=False,
+            norm=None,
+        )
+        self._char = HashingVectorizer(
+            analyzer="char_wb",
+            ngram_range=config.char_ngrams,
+            n_features=config.char_buckets,
+            alternate_sign=False,
+            norm=None,
+        )
+        if idf is not None and idf.shape != (config.n_features,):
+            raise ValueError(f"idf has shape {idf.shape}, expected ({config.n_features},)")
+        self.idf = idf
+
+    def _counts(self, texts: list[str]) -> sparse.csr_matrix:
+        return sparse.hstack([self._word.transform(texts), self._char.transform(texts)]).tocsr()
+
+    def fit(self, texts: list[str]) -> HashedTfidf:
+        """Smoothed IDF, as sklearn's ``TfidfTransformer(smooth_idf=True)``."""
+        counts = self._counts(texts)
+        document_frequency = np.bincount(counts.indices, minlength=self.config.n_features)
+        n = counts.shape[0]
+        self.idf = (np.log((1 + n) / (1 + document_frequency)) + 1).astype(np.float32)
+        return self
+
+    def transform(self, texts: list[str]) -> sparse.csr_matrix:
+        """``[len(texts), n_features]`` float32 CSR rows with unit L2 norm."""
+        if self.idf is None:
+            raise RuntimeError("HashedTfidf.transform before fit")
+        counts = self._counts(texts).astype(np.float32)
+        counts.data = 1.0 + np.log(counts.data)  # sublinear term frequency
+        weighted = counts.multiply(self.idf).tocsr()
+        norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1))).ravel()
+        return sparse.diags(1.0 / np.maximum(norms, 1e-12)).dot(weighted).astype(np.float32).tocsr()

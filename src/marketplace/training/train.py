@@ -1,0 +1,172 @@
+"""Train one of the three classifiers on cached embeddings and evaluate it.
+
+``train_classifier`` builds the kind's inputs, fits its head with early stopping on the
+validation split, scores val and test, and returns a ``ClassifierPackage`` ready to save
+and log, with the history and test predictions for the reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from marketplace.config import HeadParams, TrainParams
+from marketplace.data.labels import LabelMap
+from marketplace.models.classifier import ClassifierPackage
+from marketplace.models.embedding import EmbeddingSet
+from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
+from marketplace.models.tfidf import HashedTfidf, TfidfConfig
+from marketplace.training.features import (
+    PriceScaler,
+    SplitData,
+    combined_data,
+    products_table,
+    text_data,
+    vision_data,
+)
+from marketplace.training.loop import FitConfig, fit, predict_proba
+from marketplace.training.metrics import classification_metrics, per_class_report
+
+
+@dataclass
+class TrainedModel:
+    """A fitted classifier with everything its run logs."""
+
+    package: ClassifierPackage
+    history: list[dict[str, float]]
+    best_epoch: int
+    metrics: dict[str, float]
+    test_probabilities: np.ndarray
+    test_labels: np.ndarray
+    test_ids: list[str]
+    report: dict[str, Any]
+
+
+def _fit_config(head: HeadParams, seed: int) -> FitConfig:
+    return FitConfig(
+        lr=head.lr,
+        weight_decay=head.weight_decay,
+        epochs=head.epochs,
+        patience=head.patience,
+        batch_size=head.batch_size,
+        seed=seed,
+        label_smoothing=head.label_smoothing,
+    )
+
+
+def train_classifier(
+    kind: str,
+    listings: pd.DataFrame,
+    splits: dict[str, list[str]],
+    label_map: LabelMap,
+    params: TrainParams,
+    *,
+    images: EmbeddingSet | None = None,
+    texts: EmbeddingSet | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainedModel:
+    """Fit the ``vision``, ``text`` or ``combined`` classifier; see the module docstring."""
+    torch.manual_seed(params.seed)
+    n_classes = len(label_map)
+    products = products_table(listings)
+    tfidf: HashedTfidf | None = None
+    prices: PriceScaler | None = None
+    head_params: HeadParams
+    data: dict[str, SplitData]
+    if kind == "vision":
+        assert images is not None
+        head_params = params.vision
+        data = vision_data(listings, images, splits)
+        arguments: dict[str, Any] = {
+            "in_dim": images.dim,
+            "num_classes": n_classes,
+            "hidden_dim": head_params.hidden_dim,
+            "dropout": head_params.dropout,
+        }
+        head: torch.nn.Module = MLPHead(**arguments)
+    elif kind in ("text", "combined"):
+        assert texts is not None
+        tfidf = HashedTfidf(TfidfConfig(params.tfidf.word_buckets, params.tfidf.char_buckets))
+        tfidf.fit(list(products.loc[splits["train"], "text"]))
+        if kind == "text":
+            head_params = params.text
+            data = text_data(products, texts, tfidf, splits)
+            arguments = {
+                "tfidf_features": tfidf.config.n_features,
+                "text_dim": texts.dim,
+                "num_classes": n_classes,
+                "hidden_dim": head_params.hidden_dim,
+                "dropout": head_params.dropout,
+            }
+            head = TextClassifier(**arguments)
+        else:
+            assert images is not None
+            head_params = params.combined
+            prices = PriceScaler.fit(list(products.loc[splits["train"], "price"]))
+            data = combined_data(products, images, texts, tfidf, prices, splits)
+            arguments = {
+                "tfidf_features": tfidf.config.n_features,
+                "image_dim": images.dim,
+                "text_dim": texts.dim,
+                "extra_dim": 2,
+                "num_classes": n_classes,
+                "hidden_dim": head_params.hidden_dim,
+                "dropout": head_params.dropout,
+                "modality_dropout": params.combined.modality_dropout,
+            }
+            head = CombinedClassifier(**arguments)
+    else:
+        raise ValueError(f"unknown classifier kind {kind!r}")
+
+    train, val, test = data["train"], data["val"], data["test"]
+    result = fit(
+        head,
+        (train.inputs, train.labels),
+        (val.inputs, val.labels),
+        _fit_config(head_params, params.seed),
+        on_epoch=on_epoch,
+    )
+    metrics: dict[str, float] = {"best_epoch": float(result.best_epoch)}
+    probabilities = {}
+    for name, part in (("val", val), ("test", test)):
+        probs = (
+            predict_proba(head, part.inputs).numpy()
+            if len(part.labels)
+            else np.zeros((0, n_classes), dtype=np.float32)
+        )
+        probabilities[name] = probs
+        metrics.update(classification_metrics(probs, part.labels.numpy(), f"{name}_"))
+    if kind == "combined":  # the listings a photo helps: how the model does on them
+        has_image = test.inputs[2].numpy() > 0
+        metrics.update(
+            classification_metrics(
+                probabilities["test"][has_image], test.labels.numpy()[has_image], "test_with_photo_"
+            )
+        )
+    package = ClassifierPackage(
+        kind=kind,
+        label_map=label_map,
+        architecture=type(head).__name__,
+        arguments=arguments,
+        head=head.eval(),
+        image_spec=images.spec if images is not None and kind != "text" else None,
+        text_spec=texts.spec if texts is not None and kind != "vision" else None,
+        tfidf=tfidf,
+        prices=prices,
+        info={"metrics": metrics},
+    )
+    return TrainedModel(
+        package=package,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        metrics=metrics,
+        test_probabilities=probabilities["test"],
+        test_labels=test.labels.numpy(),
+        test_ids=test.ids,
+        report=per_class_report(probabilities["test"], test.labels.numpy(), label_map.categories),
+    )

@@ -1,0 +1,104 @@
+"""Each head can overfit a tiny batch (it learns at all) and exposes its embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+from marketplace.models.heads import (
+    CombinedClassifier,
+    FusionClassifier,
+    MLPHead,
+    SparseLinear,
+    TextClassifier,
+)
+from marketplace.training.loop import FitConfig, fit, predict_proba
+
+N, CLASSES = 32, 4
+CONFIG = FitConfig(lr=0.02, weight_decay=0.0, epochs=60, patience=60, batch_size=16, seed=0)
+
+
+@pytest.fixture
+def batch() -> dict[str, object]:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(N) % CLASSES
+    rng = np.random.default_rng(0)
+    tfidf = sparse.random(N, 50, density=0.1, random_state=rng, format="csr", dtype=np.float32)
+    return {
+        "labels": labels,
+        "image": torch.randn(N, 16, generator=g),
+        "has_image": (torch.arange(N) % 3 != 0).float(),
+        "text": torch.randn(N, 12, generator=g),
+        "extra": torch.randn(N, 2, generator=g),
+        "tfidf": tfidf,
+    }
+
+
+def _overfits(model: torch.nn.Module, inputs: list[object], labels: torch.Tensor) -> None:
+    result = fit(model, (inputs, labels), (inputs, labels), CONFIG)
+    accuracy = (predict_proba(model, inputs).argmax(1) == labels).float().mean().item()
+    assert accuracy == 1.0, f"train accuracy {accuracy} after {len(result.history)} epochs"
+
+
+def test_mlp_head_overfits(batch: dict) -> None:
+    head = MLPHead(16, CLASSES, hidden_dim=32, dropout=0.0)
+    _overfits(head, [batch["image"]], batch["labels"])
+    assert head.embed(batch["image"]).shape == (N, 32)
+
+
+def test_linear_head_when_hidden_is_zero(batch: dict) -> None:
+    head = MLPHead(16, CLASSES, hidden_dim=0)
+    assert head.embed(batch["image"]).shape == (N, 16)
+
+
+def test_text_classifier_overfits(batch: dict) -> None:
+    model = TextClassifier(50, 12, CLASSES, hidden_dim=32, dropout=0.0)
+    _overfits(model, [batch["tfidf"], batch["text"]], batch["labels"])
+    assert model.embed(batch["tfidf"], batch["text"]).shape == (N, 32)
+
+
+def test_combined_classifier_overfits(batch: dict) -> None:
+    model = CombinedClassifier(
+        50, 16, 12, 2, CLASSES, hidden_dim=32, dropout=0.0, modality_dropout=0.0
+    )
+    inputs = [batch[k] for k in ("tfidf", "image", "has_image", "text", "extra")]
+    _overfits(model, inputs, batch["labels"])
+    assert model.embed(*inputs).shape == (N, 32)
+
+
+def test_fusion_ignores_the_image_when_there_is_none(batch: dict) -> None:
+    model = FusionClassifier(16, 12, 2, CLASSES, hidden_dim=8, dropout=0.0).eval()
+    no_photo = torch.zeros(N)
+    a = model(batch["image"], no_photo, batch["text"], batch["extra"])
+    b = model(torch.randn(N, 16), no_photo, batch["text"], batch["extra"])
+    assert torch.equal(a, b)
+
+
+def test_sparse_linear_matches_dense(batch: dict) -> None:
+    layer = SparseLinear(50, 3)
+    torch.nn.init.normal_(layer.weight)
+    dense = torch.from_numpy(batch["tfidf"].toarray())
+    torch.testing.assert_close(layer(batch["tfidf"]), dense @ layer.weight + layer.bias)
+
+
+def test_fit_is_repeatable(batch: dict) -> None:
+    def train() -> torch.Tensor:
+        torch.manual_seed(123)
+        head = MLPHead(16, CLASSES, hidden_dim=8, dropout=0.3)
+        config = FitConfig(lr=0.01, weight_decay=0.0, epochs=5, patience=5, batch_size=8, seed=7)
+        fit(head, ([batch["image"]], batch["labels"]), ([batch["image"]], batch["labels"]), config)
+        return predict_proba(head, [batch["image"]])
+
+    torch.testing.assert_close(train(), train(), rtol=0, atol=0)
+
+
+def test_early_stopping_keeps_the_best_epoch(batch: dict) -> None:
+    head = MLPHead(16, CLASSES, hidden_dim=8)
+    config = FitConfig(lr=0.01, weight_decay=0.0, epochs=50, patience=2, batch_size=8, seed=0)
+    shuffled = batch["labels"][torch.randperm(N, generator=torch.Generator().manual_seed(1))]
+    result = fit(head, ([batch["image"]], batch["labels"]), ([batch["image"]], shuffled), config)
+    assert len(result.history) < 50
+    best = max(h["val_accuracy"] for h in result.history)
+    assert result.best_val_accuracy == best
