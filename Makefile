@@ -49,6 +49,7 @@ format: venv ## Apply ruff fixes and formatting
 
 bench: venv ## Benchmarks on the real data (../shared/data/marketplace); see BENCHMARKS.md
 	$(PY) bench/bench_cleaning.py
+	$(PY) bench/bench_training.py
 
 ui: venv ## MLflow UI on http://127.0.0.1:5000 over the project's tracking store
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \

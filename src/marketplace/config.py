@@ -71,6 +71,7 @@ class EmbedTextParams:
     encoder: str  # minilm | any Hugging Face model name
     max_tokens: int  # title + description truncated to this many tokens
     batch_size: int
+    bf16: bool  # bf16 autocast
 
 
 @dataclass(frozen=True)

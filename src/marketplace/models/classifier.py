@@ -175,8 +175,9 @@ class ListingClassifier:
     @torch.inference_mode()
     def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
         """Sentence embeddings of listing texts."""
-        assert self.text_encoder is not None
-        return self.text_encoder.encode(list(texts)).float()
+        assert self.text_encoder is not None and self.package.text_spec is not None
+        with inference_context(bool(self.package.text_spec.get("bf16"))):
+            return self.text_encoder.encode(list(texts)).float()
 
     @torch.inference_mode()
     def predict_proba(

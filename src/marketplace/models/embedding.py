@@ -123,7 +123,12 @@ def embed_image_files(
 
 @torch.inference_mode()
 def embed_texts(
-    encoder: TextEncoder, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True
+    encoder: TextEncoder,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    bf16: bool = False,
+    progress: bool = True,
 ) -> np.ndarray:
     """Embeddings of texts, in order: float32 ``[N, D]``.
 
@@ -136,7 +141,8 @@ def embed_texts(
     bar = tqdm(total=len(texts), desc="embed text", unit="text", disable=not progress)
     with bar:
         for rows in _batches(order, batch_size):
-            out[rows] = encoder.encode([texts[i] for i in rows]).float().numpy()
+            with inference_context(bf16):
+                out[rows] = encoder.encode([texts[i] for i in rows]).float().numpy()
             bar.update(len(rows))
     return out
 
@@ -199,7 +205,9 @@ def embed_catalogue_texts(
         listing_text(t, d) for t, d in zip(unique["title"], unique["description"], strict=True)
     ]
     encoder = TextEncoder(params.encoder, max_tokens=params.max_tokens)
-    vectors = embed_texts(encoder, texts, batch_size=params.batch_size, progress=progress)
+    vectors = embed_texts(
+        encoder, texts, batch_size=params.batch_size, bf16=params.bf16, progress=progress
+    )
     return EmbeddingSet(
         unique["product_id"].to_numpy(str), vectors, text_spec(params, encoder.embedding_dim)
     )
