@@ -31,7 +31,8 @@ demo: venv ## Main job on the built-in sample: generate it (if data/ is absent),
 	@if [ ! -d data ]; then $(PY) -m pipeline.sample --out data; fi
 	dvc add --quiet data
 	dvc repro
-	dvc metrics show
+	dvc metrics show metrics/train_vision.json metrics/train_text.json \
+		metrics/train_combined.json metrics/baselines.json
 
 test: venv ## Run the whole test suite (unit, data, integration, real data where present)
 	$(PY) -m pytest

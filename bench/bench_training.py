@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -119,8 +120,9 @@ def pipeline(export: Path, scratch: Path) -> dict:
     }
     baselines = json.loads((project / "metrics/baselines.json").read_text())
     params = project / "params.yaml"
-    text = params.read_text()
-    params.write_text(text.replace("lr: 0.002", "lr: 0.0015", 1))
+    changed = yaml.safe_load(params.read_text())
+    changed["train"]["combined"]["lr"] *= 0.8
+    params.write_text(yaml.safe_dump(changed))
     rerun, rerun_stages, _ = timed_repro(project)
     return {
         "cold_repro_s": round(cold, 1),

@@ -12,7 +12,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 
 from marketplace import paths
@@ -23,8 +22,7 @@ from marketplace.data.split import read_split
 from marketplace.io import write_json
 from marketplace.models.classifier import KINDS
 from marketplace.models.embedding import EmbeddingSet
-from marketplace.registry import example_from_catalogue, log_and_register
-from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
+from marketplace.registry import example_from_catalogue, log_trained, training_run
 from marketplace.training.metrics import write_run_reports
 from marketplace.training.train import train_classifier
 
@@ -41,36 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         params = load_params(args.params)
         listings = pd.read_parquet(paths.LISTINGS_FILE)
-        splits = read_split(paths.SPLIT_DIR)
-        label_map = LabelMap.load(paths.LABEL_MAP_FILE)
         images = EmbeddingSet.load(paths.IMAGE_EMBEDDINGS_FILE) if kind != "text" else None
         texts = EmbeddingSet.load(paths.TEXT_EMBEDDINGS_FILE) if kind != "vision" else None
-        setup_tracking()
-        with (
-            pipeline_parent_run(),
-            mlflow.start_run(run_name=kind, nested=True, tags=standard_tags(f"train_{kind}")),
-        ):
-            mlflow.log_params(
-                flatten(
-                    {
-                        "train": params.train,
-                        "embed_images": params.embed_images,
-                        "embed_text": params.embed_text,
-                        "clean_images": params.clean_images,
-                        "split": params.split,
-                    }
-                )
-            )
-
-            def on_epoch(record: dict[str, float]) -> None:
-                step = int(record["epoch"])
-                mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=step)
-
+        with training_run(kind, params) as on_epoch:
             trained = train_classifier(
                 kind,
                 listings,
-                splits,
-                label_map,
+                read_split(paths.SPLIT_DIR),
+                LabelMap.load(paths.LABEL_MAP_FILE),
                 params.train,
                 images=images,
                 texts=texts,
@@ -82,34 +58,31 @@ def main(argv: list[str] | None = None) -> int:
                 trained.history,
                 trained.test_probabilities,
                 trained.test_labels,
-                label_map.categories,
+                trained.package.label_map.categories,
                 paths.PLOTS_DIR / kind,
                 f"{kind} classifier",
             )
-            mlflow.log_metrics(trained.metrics)
-            for report in reports:
-                mlflow.log_artifact(str(report), artifact_path="reports")
-            mlflow.log_dict(trained.report, "reports/per_class.json")
-            tags = standard_tags(f"train_{kind}")
-            version = log_and_register(
+            name = getattr(params.registry, kind)
+            version = log_trained(
                 trained,
                 model_dir,
-                getattr(params.registry, kind),
+                reports,
+                name,
                 example_from_catalogue(kind, listings, paths.CLEAN_IMAGES_DIR),
-                tags,
+                f"train_{kind}",
             )
-            write_json(paths.METRICS_DIR / f"train_{kind}.json", trained.metrics)
-            log.info(
-                "%s: val acc %.4f, test acc %.4f (macro-F1 %.4f, top-3 %.4f); "
-                "registered %s version %s",
-                kind,
-                trained.metrics["val_accuracy"],
-                trained.metrics["test_accuracy"],
-                trained.metrics["test_macro_f1"],
-                trained.metrics["test_top3_accuracy"],
-                getattr(params.registry, kind),
-                version,
-            )
+        write_json(paths.METRICS_DIR / f"train_{kind}.json", trained.metrics)
+        m = trained.metrics
+        log.info(
+            "%s: val acc %.4f, test acc %.4f (macro-F1 %.4f, top-3 %.4f); registered %s version %s",
+            kind,
+            m["val_accuracy"],
+            m["test_accuracy"],
+            m["test_macro_f1"],
+            m["test_top3_accuracy"],
+            name,
+            version,
+        )
 
     return run(body, f"pipeline.train.{kind}")
 

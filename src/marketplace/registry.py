@@ -10,6 +10,8 @@ registered as a new version whose tags carry its metrics and data version.
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import pandas as pd
 
 import marketplace
+from marketplace.config import Params
+from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 from marketplace.training.train import TrainedModel
 
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -114,3 +118,53 @@ def log_and_register(
     for key, value in {**tags, **{k: f"{v:.6g}" for k, v in trained.metrics.items()}}.items():
         client.set_model_version_tag(model_name, version, key, value)
     return version
+
+
+@contextlib.contextmanager
+def training_run(kind: str, params: Params) -> Iterator[Callable[[dict[str, float]], None]]:
+    """Open the ``kind`` run (under this repro's parent run) with every param logged.
+
+    Yields the per-epoch callback that logs the training curves as step metrics.
+    """
+    import mlflow
+
+    setup_tracking()
+    with (
+        pipeline_parent_run(),
+        mlflow.start_run(run_name=kind, nested=True, tags=standard_tags(f"train_{kind}")),
+    ):
+        mlflow.log_params(
+            flatten(
+                {
+                    "train": params.train,
+                    "embed_images": params.embed_images,
+                    "embed_text": params.embed_text,
+                    "clean_images": params.clean_images,
+                    "split": params.split,
+                }
+            )
+        )
+
+        def on_epoch(record: dict[str, float]) -> None:
+            metrics = {k: v for k, v in record.items() if k != "epoch"}
+            mlflow.log_metrics(metrics, step=int(record["epoch"]))
+
+        yield on_epoch
+
+
+def log_trained(
+    trained: TrainedModel,
+    model_dir: Path,
+    reports: list[Path],
+    model_name: str,
+    example: pd.DataFrame,
+    stage: str,
+) -> str:
+    """Log metrics, report files and the model into the active run; register; return version."""
+    import mlflow
+
+    mlflow.log_metrics(trained.metrics)
+    for report in reports:
+        mlflow.log_artifact(str(report), artifact_path="reports")
+    mlflow.log_dict(trained.report, "reports/per_class.json")
+    return log_and_register(trained, model_dir, model_name, example, standard_tags(stage))

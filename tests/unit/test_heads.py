@@ -9,7 +9,6 @@ from scipy import sparse
 
 from marketplace.models.heads import (
     CombinedClassifier,
-    FusionClassifier,
     MLPHead,
     SparseLinear,
     TextClassifier,
@@ -65,14 +64,14 @@ def test_combined_classifier_overfits(batch: dict) -> None:
     )
     inputs = [batch[k] for k in ("tfidf", "image", "has_image", "text", "extra")]
     _overfits(model, inputs, batch["labels"])
-    assert model.embed(*inputs).shape == (N, 32)
+    assert model.embed(*inputs).shape == (N, 64)  # text and image hidden layers
 
 
-def test_fusion_ignores_the_image_when_there_is_none(batch: dict) -> None:
-    model = FusionClassifier(16, 12, 2, CLASSES, hidden_dim=8, dropout=0.0).eval()
+def test_combined_ignores_the_image_when_there_is_none(batch: dict) -> None:
+    model = CombinedClassifier(50, 16, 12, 2, CLASSES, hidden_dim=8, dropout=0.0).eval()
     no_photo = torch.zeros(N)
-    a = model(batch["image"], no_photo, batch["text"], batch["extra"])
-    b = model(torch.randn(N, 16), no_photo, batch["text"], batch["extra"])
+    a = model(batch["tfidf"], batch["image"], no_photo, batch["text"], batch["extra"])
+    b = model(batch["tfidf"], torch.randn(N, 16), no_photo, batch["text"], batch["extra"])
     assert torch.equal(a, b)
 
 

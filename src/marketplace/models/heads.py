@@ -42,83 +42,34 @@ class MLPHead(nn.Module):
         return self.classifier(self.embed(x))
 
 
-class FusionClassifier(nn.Module):
-    """Image + text (+ listing fields) -> category.
-
-    Each modality is projected to ``hidden_dim``; the projections, a flag saying whether a
-    photo exists and the extra listing features (price, ...) are concatenated and classified
-    by an MLP. During training the image branch is dropped for a share of rows
-    (``modality_dropout``) so that the model stays good on listings without a photo and does
-    not lean on one modality alone.
-    """
-
-    def __init__(
-        self,
-        image_dim: int,
-        text_dim: int,
-        extra_dim: int,
-        num_classes: int,
-        *,
-        hidden_dim: int = 512,
-        dropout: float = 0.3,
-        modality_dropout: float = 0.2,
-    ) -> None:
-        super().__init__()
-        self.image_proj = nn.Sequential(
-            nn.Dropout(dropout / 2), nn.Linear(image_dim, hidden_dim), nn.GELU()
-        )
-        self.text_proj = nn.Sequential(
-            nn.Dropout(dropout / 2), nn.Linear(text_dim, hidden_dim), nn.GELU()
-        )
-        self.fuse = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(2 * hidden_dim + 1 + extra_dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-        )
-        self.classifier = nn.Linear(hidden_dim, num_classes)
-        self.modality_dropout = modality_dropout
-
-    def embed(
-        self, image: torch.Tensor, has_image: torch.Tensor, text: torch.Tensor, extra: torch.Tensor
-    ) -> torch.Tensor:
-        present = has_image.float().unsqueeze(1)
-        if self.training and self.modality_dropout > 0:
-            keep = (torch.rand_like(present) >= self.modality_dropout).float()
-            present = present * keep
-        image_part = self.image_proj(image) * present
-        return self.fuse(torch.cat([image_part, self.text_proj(text), present, extra], dim=1))
-
-    def forward(
-        self, image: torch.Tensor, has_image: torch.Tensor, text: torch.Tensor, extra: torch.Tensor
-    ) -> torch.Tensor:
-        return self.classifier(self.embed(image, has_image, text, extra))
-
-
 class SparseLinear(nn.Module):
     """A linear layer over sparse rows (hashed TF-IDF): ``[B, n_features] -> [B, out]``.
 
-    Takes scipy CSR rows (or a torch sparse tensor); only the non-zero entries of a batch
-    contribute, so half a million input features cost no more than the words present.
+    Takes scipy CSR rows, whose layout is exactly an ``EmbeddingBag`` call (column indices,
+    row offsets, values as per-sample weights): only the non-zero entries of a batch are
+    read, so half a million input features cost no more than the words present.
     """
 
     def __init__(self, n_features: int, out_features: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(n_features, out_features))
+        self.bag = nn.EmbeddingBag(n_features, out_features, mode="sum")
+        nn.init.zeros_(self.bag.weight)
         self.bias = nn.Parameter(torch.zeros(out_features))
 
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.bag.weight
+
     def forward(self, rows: object) -> torch.Tensor:
-        return torch.sparse.mm(to_torch_sparse(rows), self.weight) + self.bias
-
-
-def to_torch_sparse(rows: object) -> torch.Tensor:
-    """scipy sparse rows -> torch COO tensor (torch sparse tensors pass through)."""
-    if isinstance(rows, torch.Tensor):
-        return rows
-    coo = rows.tocoo()  # type: ignore[attr-defined]
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=False)
+        csr = rows.tocsr()  # type: ignore[attr-defined]
+        return (
+            self.bag(
+                torch.from_numpy(csr.indices.astype(np.int64)),
+                torch.from_numpy(csr.indptr[:-1].astype(np.int64)),
+                per_sample_weights=torch.from_numpy(csr.data.astype(np.float32)),
+            )
+            + self.bias
+        )
 
 
 class TextClassifier(nn.Module):
@@ -149,7 +100,15 @@ class TextClassifier(nn.Module):
 
 
 class CombinedClassifier(nn.Module):
-    """Image + text + listing fields: the fusion MLP plus the wide TF-IDF term."""
+    """Image + text + listing fields, as a sum of per-modality logits.
+
+    ``wide(tfidf) + text_head(text) + has_image * image_head(image) + price_head(extra)``:
+    each modality votes, and a listing without a photo is scored by the text terms alone.
+    Summing logits (rather than one MLP over the concatenation) keeps a weak modality from
+    drowning a strong one; the image vote is dropped for ``modality_dropout`` of training
+    rows so the text terms stay good on their own. ``embed`` concatenates the text and image
+    hidden layers.
+    """
 
     def __init__(
         self,
@@ -165,15 +124,18 @@ class CombinedClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.wide = SparseLinear(tfidf_features, num_classes)
-        self.fusion = FusionClassifier(
-            image_dim,
-            text_dim,
-            extra_dim,
-            num_classes,
-            hidden_dim=hidden_dim,
-            dropout=dropout,
-            modality_dropout=modality_dropout,
+        self.text_head = MLPHead(text_dim, num_classes, hidden_dim=hidden_dim, dropout=dropout)
+        self.image_head = MLPHead(
+            image_dim, num_classes, hidden_dim=hidden_dim, dropout=max(dropout, 0.5)
         )
+        self.price_head = nn.Linear(extra_dim, num_classes)
+        self.modality_dropout = modality_dropout
+
+    def _image_weight(self, has_image: torch.Tensor) -> torch.Tensor:
+        present = has_image.float().unsqueeze(1)
+        if self.training and self.modality_dropout > 0:
+            present = present * (torch.rand_like(present) >= self.modality_dropout).float()
+        return present
 
     def embed(
         self,
@@ -183,7 +145,13 @@ class CombinedClassifier(nn.Module):
         text: torch.Tensor,
         extra: torch.Tensor,
     ) -> torch.Tensor:
-        return self.fusion.embed(image, has_image, text, extra)
+        return torch.cat(
+            [
+                self.text_head.embed(text),
+                self.image_head.embed(image) * has_image.float().unsqueeze(1),
+            ],
+            dim=1,
+        )
 
     def forward(
         self,
@@ -193,4 +161,9 @@ class CombinedClassifier(nn.Module):
         text: torch.Tensor,
         extra: torch.Tensor,
     ) -> torch.Tensor:
-        return self.wide(tfidf) + self.fusion(image, has_image, text, extra)
+        return (
+            self.wide(tfidf)
+            + self.text_head(text)
+            + self.price_head(extra)
+            + self._image_weight(has_image) * self.image_head(image)
+        )
