@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "MLproject")
 PROJECT_DIRS = ("pipeline", "src")
 
 

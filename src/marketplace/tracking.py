@@ -27,6 +27,7 @@ DEFAULT_DB = Path("mlflow.db")
 DEFAULT_ARTIFACTS = Path("mlartifacts")
 EXPERIMENT = "marketplace"
 PIPELINE_KEY_TAG = "marketplace.pipeline_key"
+PROJECT_RUN_ENV = "MLFLOW_RUN_ID"  # set by `mlflow run` for the entry point's own run
 
 
 def tracking_uri(project_root: Path = Path(".")) -> str:
@@ -48,6 +49,8 @@ def setup_tracking(project_root: Path = Path("."), experiment: str = EXPERIMENT)
     uri = tracking_uri(project_root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if os.environ.get(PROJECT_RUN_ENV):  # under `mlflow run`: stay in that run's experiment
+        return mlflow.get_run(os.environ[PROJECT_RUN_ENV]).info.experiment_id
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         experiment_id = found.experiment_id
@@ -126,8 +129,19 @@ def pipeline_key(project_root: Path = Path("."), params_file: Path = Path("param
 
 @contextlib.contextmanager
 def pipeline_parent_run(project_root: Path = Path(".")) -> Iterator[str]:
-    """Enter the parent run of this ``dvc repro`` (found by key, else created)."""
+    """Enter the parent run of this ``dvc repro`` (found by key, else created).
+
+    Under ``mlflow run`` the entry point's own run is the parent instead.
+    """
     import mlflow
+
+    if os.environ.get(PROJECT_RUN_ENV):
+        # Taken out of the environment: MLflow would otherwise resume it for the first
+        # nested run too, instead of creating a child.
+        project_run_id = os.environ.pop(PROJECT_RUN_ENV)
+        with mlflow.start_run(run_id=project_run_id) as project_run:
+            yield project_run.info.run_id
+        return
 
     key = pipeline_key(project_root)
     found = mlflow.search_runs(

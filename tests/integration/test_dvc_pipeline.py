@@ -145,6 +145,35 @@ def test_registered_model_round_trip(repo: Path) -> None:
         np.testing.assert_allclose(list(json.loads(row).values()), expected, atol=1e-5)
 
 
+def test_mlproject_entry_point_runs_the_same_stage(repo: Path) -> None:
+    """`mlflow run . -e baselines` runs the stage module inside the Projects run."""
+    run(
+        [
+            "mlflow",
+            "run",
+            ".",
+            "-e",
+            "baselines",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "marketplace",
+        ],
+        repo,
+    )
+    client = _mlflow(repo)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "marketplace"]
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`mlflow.project.entryPoint` = 'baselines'"
+    )
+    assert len(runs) == 1
+    children = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{runs[0].info.run_id}'",
+    )
+    assert {c.info.run_name for c in children} == {"price_linear_regression", "svc_pixels"}
+
+
 def test_head_only_param_change_reruns_only_that_head(repo: Path) -> None:
     params = repo / "params.yaml"
     original = params.read_text()
