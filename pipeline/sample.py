@@ -21,6 +21,7 @@ from pathlib import Path
 
 from marketplace.data.sample import SampleFaults, generate_sample
 from marketplace.data.schema import IMAGES_DIR, IMAGES_FILE, PRODUCTS_FILE
+from marketplace.io import replace_dir
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,15 +47,10 @@ def _generate_replacing(out: Path, *, seed: int, per_category: int) -> SampleFau
     """Generate into a fresh sibling directory, then swap it with ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-    old = staging / "old"
     try:
         faults = generate_sample(staging / "export", seed=seed, per_category=per_category)
-        if out.exists() or out.is_symlink():
-            out.rename(old)
-        (staging / "export").rename(out)
+        replace_dir(staging / "export", out)
     finally:
-        if (old.exists() or old.is_symlink()) and not (out.exists() or out.is_symlink()):
-            old.rename(out)  # interrupted mid-swap: put the previous export back
         shutil.rmtree(staging, ignore_errors=True)
     return faults
 

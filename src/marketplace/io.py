@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +27,25 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Make ``new`` the folder at ``target``, replacing what was there.
+
+    The old folder is moved aside first and deleted only once ``new`` is in place; if the
+    swap fails half-way, the old folder is put back. Both paths must be on one file system.
+    """
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    had_old = target.exists() or target.is_symlink()
+    if had_old:
+        target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        if had_old:
+            old.rename(target)
+        raise
+    if had_old:
+        shutil.rmtree(old)

@@ -23,6 +23,7 @@ from marketplace.data.export import (
     validate_export,
 )
 from marketplace.data.schema import IMAGES_DIR, IMAGES_FILE, PRODUCTS_FILE
+from marketplace.io import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,6 @@ def safe_extract(archive: Path, dest: Path) -> None:
             zf.extractall(dest)
     except zipfile.BadZipFile as exc:
         raise MalformedExportError(f"{archive}: not a valid zip archive ({exc})") from None
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def ingest_export(source: Path, data_dir: Path) -> ExportSummary:
@@ -85,7 +75,7 @@ def ingest_export(source: Path, data_dir: Path) -> ExportSummary:
         shutil.copy2(root / PRODUCTS_FILE, staged / PRODUCTS_FILE)
         shutil.copy2(root / IMAGES_FILE, staged / IMAGES_FILE)
         shutil.copytree(root / IMAGES_DIR, staged / IMAGES_DIR)
-        _replace_dir(staged, data_dir)
+        replace_dir(staged, data_dir)
     return ExportSummary(data_dir, summary.products, summary.image_rows, summary.image_files)
 
 

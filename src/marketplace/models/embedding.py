@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ class EmbeddingSet:
         if len(self.ids) != len(self.vectors):
             raise ValueError(f"{len(self.ids)} ids but {len(self.vectors)} vectors")
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {str(i): k for k, i in enumerate(self.ids)}
+
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
@@ -60,8 +65,8 @@ class EmbeddingSet:
 
     def lookup(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(vectors, found)`` for ``ids``: zeros and ``found=False`` where an id is absent."""
-        position = {str(i): k for k, i in enumerate(self.ids)}
-        rows = np.array([position.get(str(i), -1) for i in ids])
+        position = self._positions
+        rows = np.array([position.get(str(i), -1) for i in ids], dtype=np.int64)
         found = rows >= 0
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         out[found] = self.vectors[rows[found]]

@@ -46,28 +46,31 @@ class FitResult:
 Batch = Sequence[Any]
 
 
+def _logits(model: nn.Module, inputs: Batch, batch_size: int) -> torch.Tensor:
+    """Logits for every row of ``inputs``, in eval mode, ``batch_size`` rows at a time."""
+    model.eval()
+    n = inputs[0].shape[0]
+    with torch.inference_mode():
+        parts = [
+            model(*(x[start : start + batch_size] for x in inputs))
+            for start in range(0, n, batch_size)
+        ]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
 def _evaluate(
     model: nn.Module, inputs: Batch, labels: torch.Tensor, batch_size: int
-) -> tuple[float, float, torch.Tensor]:
-    model.eval()
-    logits = []
-    with torch.inference_mode():
-        for start in range(0, len(labels), batch_size):
-            logits.append(model(*(x[start : start + batch_size] for x in inputs)))
-    all_logits = torch.cat(logits) if logits else torch.zeros(0)
-    loss = F.cross_entropy(all_logits, labels).item() if len(labels) else math.nan
-    accuracy = (all_logits.argmax(1) == labels).float().mean().item() if len(labels) else math.nan
-    return loss, accuracy, all_logits
+) -> tuple[float, float]:
+    if not len(labels):
+        return math.nan, math.nan
+    logits = _logits(model, inputs, batch_size)
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    return F.cross_entropy(logits, labels).item(), accuracy
 
 
 def predict_proba(model: nn.Module, inputs: Batch, batch_size: int = 1024) -> torch.Tensor:
     """Softmax probabilities for every row of ``inputs``."""
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, inputs[0].shape[0], batch_size):
-            out.append(model(*(x[start : start + batch_size] for x in inputs)).softmax(dim=1))
-    return torch.cat(out)
+    return _logits(model, inputs, batch_size).softmax(dim=1)
 
 
 def fit(
@@ -104,7 +107,7 @@ def fit(
             total_loss += loss.item() * len(rows)
             correct += int((logits.argmax(1) == labels).sum())
         scheduler.step()
-        val_loss, val_accuracy, _ = _evaluate(model, val_inputs, val_labels, 1024)
+        val_loss, val_accuracy = _evaluate(model, val_inputs, val_labels, 1024)
         record = {
             "epoch": float(epoch),
             "train_loss": total_loss / max(n, 1),
