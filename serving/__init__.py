@@ -1,1 +1,1 @@
-"""FastAPI service for the production model (built in the serving issue)."""
+"""FastAPI service: the production model and its FAISS index, from the MLflow registry."""

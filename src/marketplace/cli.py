@@ -13,10 +13,16 @@ from collections.abc import Callable
 from marketplace.config import ConfigError
 from marketplace.data.export import MalformedExportError
 
+
+class StageError(Exception):
+    """An expected failure whose message tells the user what to do (exit code 2)."""
+
+
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     MalformedExportError,
     FileExistsError,
+    StageError,
 )
 
 

@@ -9,6 +9,7 @@ the wrong type. Errors name the full dotted key, e.g. ``clean_images.size``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -136,6 +137,28 @@ class RegistryParams:
 
 
 @dataclass(frozen=True)
+class IndexParams:
+    """Tunables of the ``index`` stage (FAISS similar-products index)."""
+
+    # FAISS factory string: "Flat" (exact), "IVF<nlist>,Flat" or "HNSW<M>"; inner product.
+    factory: str
+    nprobe: int  # IVF: inverted lists visited per query
+    ef_search: int  # HNSW: candidate list size per query
+    ef_construction: int  # HNSW: candidate list size while building
+    eval_k: int  # precision@k of same-category neighbours, reported per query kind
+
+
+@dataclass(frozen=True)
+class PromoteParams:
+    """The gate ``pipeline.promote`` applies before moving the ``production`` alias."""
+
+    alias: str
+    metric: str  # a model version tag, e.g. test_accuracy; higher is better
+    tolerance: float  # the challenger may be this much worse than production and pass
+    require_index: bool  # refuse versions without a FAISS index (the serving model needs one)
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of ``params.yaml``."""
 
@@ -147,11 +170,15 @@ class Params:
     baselines: BaselinesParams
     train: TrainParams
     registry: RegistryParams
+    index: IndexParams
+    promote: PromoteParams
 
 
 _Validator = typing.Callable[[Any], str | None]
 # Kept here (not imported from marketplace.models) so reading params never imports torch.
 _IMAGE_ENCODERS = ("efficientnet_lite0", "resnet50", "resnet18")
+_INDEX_FACTORY = re.compile(r"Flat|IVF[1-9][0-9]*,Flat|HNSW[1-9][0-9]*")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]*")
 
 # Range checks that the type alone cannot express: key -> check returning an error or None.
 _CHECKS: dict[str, _Validator] = {
@@ -170,6 +197,15 @@ _CHECKS: dict[str, _Validator] = {
     "embed_text.batch_size": lambda v: None if v >= 1 else "must be >= 1",
     "baselines.svc_image_size": lambda v: None if 4 <= v <= 128 else "must be in 4..128",
     "baselines.svc_max_train": lambda v: None if v >= 13 else "must be >= 13",
+    "index.factory": lambda v: (
+        None if _INDEX_FACTORY.fullmatch(v) else 'must be "Flat", "IVF<nlist>,Flat" or "HNSW<M>"'
+    ),
+    "index.nprobe": lambda v: None if v >= 1 else "must be >= 1",
+    "index.ef_search": lambda v: None if v >= 1 else "must be >= 1",
+    "index.ef_construction": lambda v: None if v >= 1 else "must be >= 1",
+    "index.eval_k": lambda v: None if 1 <= v <= 100 else "must be in 1..100",
+    "promote.alias": lambda v: None if _ALIAS.fullmatch(v) else "must match [a-z][a-z0-9_-]*",
+    "promote.tolerance": lambda v: None if v >= 0 else "must be >= 0",
 }
 
 

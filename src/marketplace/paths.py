@@ -24,3 +24,4 @@ IMAGE_EMBEDDINGS_FILE = EMBEDDINGS_DIR / "images.npz"
 TEXT_EMBEDDINGS_FILE = EMBEDDINGS_DIR / "text.npz"
 MODELS_DIR = OUTPUTS_DIR / "models"  # one classifier folder per kind
 PLOTS_DIR = Path("plots")  # per-kind curves and confusion matrices (DVC plots)
+INDEX_DIR = OUTPUTS_DIR / "index"  # FAISS index + product records (also in the registry)

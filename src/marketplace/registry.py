@@ -19,11 +19,17 @@ from typing import Any
 import pandas as pd
 
 import marketplace
+from marketplace.cli import StageError
 from marketplace.config import Params
+from marketplace.index import package_sha256
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 from marketplace.training.train import TrainedModel
 
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+PACKAGE_ARTIFACT = "package"  # the classifier folder, inside the logged model's artifacts
+INDEX_ARTIFACT = "index"  # the FAISS index folder, beside it (combined model only)
+PACKAGE_SHA_TAG = "package_sha256"
+INDEX_TAG = "index_size"  # set on versions that carry an index (its product count)
 # What the pyfunc model imports at load time; pinned to the versions that trained it.
 RUNTIME_PACKAGES = (
     "torch",
@@ -106,7 +112,7 @@ def log_and_register(
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
-        artifacts={"package": str(package_dir)},
+        artifacts={PACKAGE_ARTIFACT: str(package_dir)},
         code_paths=[str(Path(marketplace.__file__).parent)],
         signature=signature(trained.package.kind),
         input_example=example,
@@ -115,9 +121,63 @@ def log_and_register(
     )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in {**tags, **{k: f"{v:.6g}" for k, v in trained.metrics.items()}}.items():
+    tags = {
+        **tags,
+        **{k: f"{v:.6g}" for k, v in trained.metrics.items()},
+        PACKAGE_SHA_TAG: package_sha256(package_dir),
+    }
+    for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     return version
+
+
+class NotRegisteredError(StageError, LookupError):
+    """The local model folder is not a registered version in this tracking store."""
+
+
+def find_version(model_name: str, package_sha: str) -> Any:
+    """The registered version of ``model_name`` whose package has this SHA-256 (newest first).
+
+    This is how a later stage (the index) finds which version the local model folder is.
+    """
+    from mlflow import MlflowClient
+
+    versions = MlflowClient().search_model_versions(f"name = '{model_name}'")
+    matches = [v for v in versions if v.tags.get(PACKAGE_SHA_TAG) == package_sha]
+    if not matches:
+        raise NotRegisteredError(
+            f"no version of {model_name!r} holds this model folder (sha256 {package_sha[:12]}) "
+            "in the tracking store; was it trained against another store? "
+            "Rerun the training stage (dvc repro -f train_combined) to register it."
+        )
+    return max(matches, key=lambda v: int(v.version))
+
+
+def logged_model_id(version: Any) -> str:
+    """The MLflow 3 logged model behind a registered version (``source`` is ``models:/<id>``).
+
+    ``ModelVersion.model_id`` is not filled in by the sqlite registry, so read the source.
+    """
+    if getattr(version, "model_id", None):
+        return str(version.model_id)
+    source = str(version.source)
+    if not source.startswith("models:/m-"):
+        raise NotRegisteredError(f"version {version.version} has no logged model ({source})")
+    return source.removeprefix("models:/")
+
+
+def attach_index(model_name: str, version: Any, folder: Path, tags: dict[str, str]) -> None:
+    """Log the index folder into the model version's own artifacts (``index/``) and tag it.
+
+    The index then travels with ``models:/<name>/<version>``: whoever downloads the model
+    gets the index its encoders built, and nothing else.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.log_model_artifacts(logged_model_id(version), str(folder), INDEX_ARTIFACT)
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version.version, key, value)
 
 
 @contextlib.contextmanager

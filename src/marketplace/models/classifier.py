@@ -213,11 +213,22 @@ class ListingClassifier:
             assert self.package.tfidf is not None and self.package.prices is not None
             vectors, has_image = self.image_embeddings(images)
             extra = torch.from_numpy(self.package.prices.transform(list(prices or [None] * n)))
-            logits = self.package.head(
-                self.package.tfidf.transform(texts_clean),
-                vectors,
-                has_image,
-                self.text_embeddings(texts_clean),
-                extra,
-            )
+            head = self.package.head
+            logits = torch.zeros(n, len(self.categories))
+            # Photo only: the text votes would score an empty string, which training never
+            # saw; the image and price votes decide alone.
+            no_text = torch.tensor([not t for t in texts_clean])
+            if no_text.any():
+                logits[no_text] = head.image_head(vectors[no_text]) + head.price_head(
+                    extra[no_text]
+                )
+            if (~no_text).any():
+                rows = [i for i, t in enumerate(texts_clean) if t]
+                logits[~no_text] = head(
+                    self.package.tfidf.transform([texts_clean[i] for i in rows]),
+                    vectors[rows],
+                    has_image[rows],
+                    self.text_embeddings([texts_clean[i] for i in rows]),
+                    extra[rows],
+                )
         return logits.softmax(dim=1).numpy()

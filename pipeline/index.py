@@ -1,0 +1,96 @@
+"""DVC stage index: the FAISS similar-products index of the catalogue, in the registry.
+
+    python -m pipeline.index
+
+Finds the registered version of the combined model in ``outputs/models/combined`` (by its
+package hash), embeds every product into that model's index space, builds the FAISS index
+(``index.factory``), reports precision@k of test-product queries, and logs the index into
+that model version's artifacts so that ``models:/<name>/<version>`` carries it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from marketplace import paths
+from marketplace.cli import run
+from marketplace.config import load_params
+from marketplace.data.split import read_split
+from marketplace.index import evaluate_index, index_catalogue, package_sha256
+from marketplace.io import write_json
+from marketplace.models.classifier import ClassifierPackage
+from marketplace.models.embedding import EmbeddingSet
+from marketplace.registry import INDEX_TAG, attach_index, find_version
+from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
+from marketplace.training.features import products_table
+
+log = logging.getLogger("pipeline.index")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        import mlflow
+
+        params = load_params(args.params)
+        model_dir = paths.MODELS_DIR / "combined"
+        package = ClassifierPackage.load(model_dir)
+        sha = package_sha256(model_dir)
+        name = params.registry.combined
+        setup_tracking()
+        version = find_version(name, sha)
+        products = products_table(pd.read_parquet(paths.LISTINGS_FILE))
+        index = index_catalogue(
+            package,
+            products,
+            EmbeddingSet.load(paths.TEXT_EMBEDDINGS_FILE),
+            EmbeddingSet.load(paths.IMAGE_EMBEDDINGS_FILE),
+            params.index,
+            model_name=name,
+            model_version=version.version,
+            package_sha=sha,
+        )
+        index.save(paths.INDEX_DIR)
+        metrics = {
+            "size": float(len(index)),
+            "with_image": float(index.meta.with_image),
+            **evaluate_index(index, read_split(paths.SPLIT_DIR)["test"], params.index.eval_k),
+        }
+        with (
+            pipeline_parent_run(),
+            mlflow.start_run(run_name="index", nested=True, tags=standard_tags("index")),
+        ):
+            mlflow.log_params({**flatten(params.index, "index."), "model_version": version.version})
+            mlflow.log_metrics(metrics)
+            attach_index(
+                name,
+                version,
+                paths.INDEX_DIR,
+                {
+                    INDEX_TAG: str(len(index)),
+                    "index_factory": params.index.factory,
+                    **{f"index_{k}": f"{v:.6g}" for k, v in metrics.items() if "precision" in k},
+                },
+            )
+        write_json(paths.METRICS_DIR / "index.json", metrics)
+        log.info(
+            "indexed %d products (%d with a photo) for %s version %s; %s",
+            len(index),
+            index.meta.with_image,
+            name,
+            version.version,
+            {k: round(v, 4) for k, v in metrics.items() if "precision" in k},
+        )
+
+    return run(body, "pipeline.index")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""The FastAPI application: ``uvicorn serving.app:create_app --factory``.
+
+Nothing happens at import. ``create_app`` wires settings and routers; the lifespan points
+MLflow at the registry, loads ``models:/<model_name>@<alias>`` and its index, and starts
+the optional alias polling. Until the first load succeeds, /health/ready answers 503 and
+model endpoints 503; /health/live is always 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from marketplace.inference import Marketplace
+from serving.routers import admin, health, model, predict, similar
+from serving.settings import Settings
+from serving.state import ModelHolder, poll_alias
+
+log = logging.getLogger("serving")
+
+
+def registry_loader(settings: Settings) -> tuple[Callable[[], Marketplace], Callable[[], str]]:
+    """Functions that load the aliased model, and resolve the alias to a version."""
+
+    def load() -> Marketplace:
+        return Marketplace.from_registry(settings.model_name, settings.model_alias)
+
+    def resolve() -> str:
+        from mlflow import MlflowClient
+
+        version = MlflowClient().get_model_version_by_alias(
+            settings.model_name, settings.model_alias
+        )
+        return str(version.version)
+
+    return load, resolve
+
+
+def _configure(settings: Settings) -> None:
+    """Process-wide set-up, done in the lifespan (never at import)."""
+    import mlflow
+    import torch
+
+    from marketplace.tracking import tracking_uri
+
+    uri = settings.tracking_uri or tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    log.info("registry: %s, model: %s@%s", uri, settings.model_name, settings.model_alias)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    loader: Callable[[], Marketplace] | None = None,
+    resolver: Callable[[], str] | None = None,
+) -> FastAPI:
+    """Build the app; ``loader``/``resolver`` replace the registry (tests inject them)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if loader is None:
+            _configure(settings)
+        load, resolve = registry_loader(settings)
+        holder = ModelHolder(loader or load)
+        app.state.holder = holder
+        await holder.reload()
+        poller = None
+        if settings.poll_interval_s > 0:
+            poller = asyncio.create_task(
+                poll_alias(holder, resolver or resolve, settings.poll_interval_s)
+            )
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+
+    app = FastAPI(
+        title="marketplace",
+        summary="Category prediction and similar products from the registry's production model",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    for router in (health.router, model.router, predict.router, similar.router, admin.router):
+        app.include_router(router)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, "status": exc.status_code},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems), "status": 422}, status_code=422)
+
+    return app

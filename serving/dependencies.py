@@ -1,0 +1,53 @@
+"""What the routers depend on, injected (tests override these, not globals)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from marketplace.inference import Marketplace
+from serving.settings import Settings
+from serving.state import ModelHolder
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_holder(request: Request) -> ModelHolder:
+    return request.app.state.holder
+
+
+def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Marketplace:
+    """The model this request uses, fixed for its whole duration; 503 until one is loaded."""
+    model = holder.current
+    if model is None:
+        detail = "no model loaded yet"
+        if holder.last_error:
+            detail += f"; last attempt failed: {holder.last_error}"
+        raise HTTPException(503, detail)
+    return model
+
+
+def require_admin(
+    settings: Annotated[Settings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Bearer-token check for /admin; disabled (403) when no token is configured."""
+    if settings.admin_token is None:
+        raise HTTPException(403, "admin endpoints are disabled: set MARKETPLACE_ADMIN_TOKEN")
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    expected = settings.admin_token.get_secret_value().encode()
+    if not secrets.compare_digest(credentials.credentials.encode(), expected):
+        raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+HolderDep = Annotated[ModelHolder, Depends(get_holder)]
+ModelDep = Annotated[Marketplace, Depends(get_model)]

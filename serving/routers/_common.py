@@ -1,0 +1,52 @@
+"""Shared by the routers that take a listing: the form schema and model-call errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
+
+from marketplace.data.images import ImageError
+from marketplace.inference import Marketplace
+from serving.schemas import ModelRef
+
+T = TypeVar("T")
+
+# OpenAPI description of the multipart body (parsed by serving.uploads, not by FastAPI).
+LISTING_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "text": {"type": "string", "description": "title and/or description"},
+                        "price": {"type": "number", "description": "GBP (predict)"},
+                        "k": {"type": "integer", "description": "results (similar)"},
+                        "category": {"type": "string", "description": "filter (similar)"},
+                        "min_price": {"type": "number", "description": "filter (similar)"},
+                        "max_price": {"type": "number", "description": "filter (similar)"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def call_model(function: Callable[..., T], **kwargs: Any) -> T:
+    """Run model code in a worker thread; bad photos and inputs become 422."""
+    try:
+        return await run_in_threadpool(function, **kwargs)
+    except ImageError as exc:
+        raise HTTPException(422, f"unreadable image ({exc.reason}): {exc.detail}") from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def model_ref(market: Marketplace) -> ModelRef:
+    return ModelRef(name=market.info.name, version=market.info.version)

@@ -1,0 +1,63 @@
+"""Similar products: for a photo and/or text, or for a listing in the catalogue."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from marketplace.inference import Filters, Marketplace
+from serving.dependencies import ModelDep, SettingsDep
+from serving.routers._common import LISTING_FORM, call_model, model_ref
+from serving.schemas import IndexRef, Product, SimilarResponse
+from serving.uploads import check_k, check_price_range, read_listing_form
+
+router = APIRouter(tags=["similar"])
+
+
+def _response(market: Marketplace, results: list[dict], query: str) -> SimilarResponse:
+    meta = market.index.meta
+    return SimilarResponse(
+        results=[Product(**r) for r in results],
+        query=query,
+        model=model_ref(market),
+        index=IndexRef(model_version=meta.model_version, size=meta.size, factory=meta.factory),
+    )
+
+
+@router.post("/similar", response_model=SimilarResponse, openapi_extra=LISTING_FORM)
+async def similar(request: Request, market: ModelDep, settings: SettingsDep) -> SimilarResponse:
+    """The k listings most like a photo and/or text, optionally filtered, with scores."""
+    form = await read_listing_form(request, settings)
+    results, kind = await call_model(
+        market.similar,
+        image=form.image,
+        text=form.text,
+        k=form.k,
+        filters=Filters(form.category, form.min_price, form.max_price),
+    )
+    return _response(market, results, kind)
+
+
+@router.get("/products/{product_id}/similar", response_model=SimilarResponse)
+async def more_like_this(
+    product_id: str,
+    market: ModelDep,
+    settings: SettingsDep,
+    k: Annotated[int | None, Query(description="number of results")] = None,
+    category: str | None = None,
+    min_price: Annotated[float | None, Query(ge=0)] = None,
+    max_price: Annotated[float | None, Query(ge=0)] = None,
+) -> SimilarResponse:
+    """More like this listing (itself excluded). Answered from the stored vector: no
+    encoder runs, so this is the fast path."""
+    check_price_range(min_price, max_price)
+    try:
+        results = market.similar_to_product(
+            product_id,
+            k=check_k(k, settings),
+            filters=Filters(category, min_price, max_price),
+        )
+    except KeyError:
+        raise HTTPException(404, f"unknown product id {product_id!r}") from None
+    return _response(market, results, "product")

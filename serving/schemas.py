@@ -1,0 +1,80 @@
+"""Typed responses of the API (what OpenAPI documents and clients can rely on)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class IndexRef(BaseModel):
+    model_version: str = Field(description="the model version whose encoders built the index")
+    size: int
+    factory: str
+
+
+class CategoryScore(BaseModel):
+    category: str
+    probability: float
+
+
+class PredictResponse(BaseModel):
+    category: str
+    confidence: float
+    top_k: list[CategoryScore]
+    query: str = Field(description="text, image or image+text: what the prediction used")
+    model: ModelRef
+
+
+class EmbedResponse(BaseModel):
+    vector: list[float]
+    dim: int
+    query: str
+    space: str
+    model: ModelRef
+
+
+class Product(BaseModel):
+    product_id: str
+    title: str
+    price: float | None
+    category: str
+    location: str | None
+    image_id: str | None
+    score: float = Field(description="cosine similarity in the index space (see README)")
+
+
+class SimilarResponse(BaseModel):
+    results: list[Product]
+    query: str
+    model: ModelRef
+    index: IndexRef
+
+
+class ModelResponse(BaseModel):
+    name: str
+    version: str
+    alias: str | None
+    run_id: str | None
+    metrics: dict[str, float]
+    index_size: int
+    index_factory: str
+    categories: list[str]
+    loaded_at: str
+    load_seconds: float
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None = None
+    detail: str | None = None
+
+
+class ReloadResponse(BaseModel):
+    reloaded: bool
+    version: str | None
+    previous_version: str | None
+    detail: str

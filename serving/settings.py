@@ -1,0 +1,29 @@
+"""Service settings, read from the environment (``MARKETPLACE_*``) once at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the API; e.g. ``MARKETPLACE_MODEL_ALIAS=staging``."""
+
+    model_config = SettingsConfigDict(env_prefix="MARKETPLACE_", frozen=True)
+
+    # Where the registry lives; unset: MLFLOW_TRACKING_URI, else the project's mlflow.db.
+    tracking_uri: str | None = None
+    model_name: str = "marketplace-combined"
+    model_alias: str = "production"
+    # Bearer token for /admin/*; unset disables them (403).
+    admin_token: SecretStr | None = None
+    # Check the alias every this many seconds and reload when it moved; 0 = only on request.
+    poll_interval_s: float = Field(0.0, ge=0)
+
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # whole request body
+    max_image_pixels: int = Field(40_000_000, ge=1)  # width x height, checked before decoding
+    max_text_chars: int = Field(5_000, ge=1)
+    default_k: int = Field(10, ge=1)
+    max_k: int = Field(100, ge=1)
+    # torch intra-op threads for the encoders; 0 leaves torch's default (all cores).
+    torch_threads: int = Field(0, ge=0)

@@ -1,0 +1,423 @@
+"""Similar products: a FAISS index over the catalogue in the combined classifier's space.
+
+Which space answers which query
+-------------------------------
+Every product is stored as one 2×H vector ``[text half, image half]`` where each half is
+the L2-normalised hidden layer of the combined classifier's text or image branch (the
+layer right before its logits, so the index and the classifier share their encoders and
+what they learned about categories). A product without a photo has a zero image half.
+Queries are built to match, and the inner product then gives a cosine per modality:
+
+- text only: ``[t, 0]``: score = cos(text, text) against every product;
+- photo only: ``[0, i]``: score = cos(image, image), over products that have a photo;
+- photo and text: ``[t, i] / 2``: score = the mean of both cosines; a product without a
+  photo counts as image cosine 0, so listings whose photo *and* text match rank first.
+
+The index folder (``index.faiss``, ``products.parquet``, ``index.json``) records the
+registered model version and the SHA-256 of the classifier package that built it;
+``ProductIndex.load`` refuses it for any other model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+import torch
+
+from marketplace.cli import StageError
+from marketplace.models.classifier import CONFIG_FILE, WEIGHTS_FILE, ClassifierPackage
+
+INDEX_FORMAT = 1
+INDEX_FILE = "index.faiss"
+PRODUCTS_FILE = "products.parquet"
+META_FILE = "index.json"
+RECORD_COLUMNS = ("product_id", "title", "price", "category", "location", "image_id")
+QUERY_KINDS = ("text", "image", "image+text")
+
+
+class IndexMismatchError(ValueError):
+    """An index was built by another model (version or package) than the one loaded."""
+
+
+def package_sha256(folder: Path) -> str:
+    """Content hash of a classifier package: identifies the exact weights and config."""
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        digest.update(name.encode())
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@torch.inference_mode()
+def branch_vectors(
+    package: ClassifierPackage, text: np.ndarray | None, image: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Encoder embeddings -> L2-normalised hidden layers of the text and image branches."""
+    if package.kind != "combined":
+        raise ValueError(f"the index needs the combined model, not {package.kind!r}")
+    head = package.head.eval()
+    t = None if text is None else _normalise(head.text_head.embed(torch.from_numpy(text)).numpy())
+    i = (
+        None
+        if image is None
+        else _normalise(head.image_head.embed(torch.from_numpy(image)).numpy())
+    )
+    return t, i
+
+
+def catalogue_vectors(text: np.ndarray, image: np.ndarray, has_image: np.ndarray) -> np.ndarray:
+    """Stored vectors ``[t, i]``, the image half zeroed for products without a photo."""
+    return np.concatenate([text, image * has_image[:, None].astype(np.float32)], axis=1)
+
+
+def query_vector(text: np.ndarray | None, image: np.ndarray | None, half: int) -> np.ndarray:
+    """``[t, 0]``, ``[0, i]`` or ``[t, i] / 2`` (see the module docstring), shape ``[2H]``."""
+    if text is None and image is None:
+        raise ValueError("a query needs a text, a photo, or both")
+    zeros = np.zeros(half, dtype=np.float32)
+    vector = np.concatenate([zeros if text is None else text, zeros if image is None else image])
+    return (vector / (2.0 if text is not None and image is not None else 1.0)).astype(np.float32)
+
+
+def query_kind(has_text: bool, has_image: bool) -> str:
+    return "image+text" if has_text and has_image else "image" if has_image else "text"
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """What an index is and which model built it (``index.json``)."""
+
+    format_version: int
+    model_name: str
+    model_version: str
+    package_sha256: str
+    image_encoder: dict[str, Any]
+    text_encoder: dict[str, Any]
+    factory: str
+    nprobe: int
+    ef_search: int
+    dim: int
+    size: int
+    with_image: int
+    space: str
+    built_at: str
+
+
+def build_faiss(
+    vectors: np.ndarray, factory: str, *, ef_construction: int = 80, seed: int = 0
+) -> faiss.Index:
+    """An inner-product index of ``vectors`` from a factory string, trained if it needs it."""
+    n, dim = vectors.shape
+    if factory.startswith("IVF"):
+        nlist = int(factory[3:].split(",")[0])
+        if nlist > n:  # k-means needs at least one point per list
+            raise ValueError(f"index.factory {factory}: {nlist} lists for only {n} vectors")
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if factory.startswith("HNSW"):
+        index.hnsw.efConstruction = ef_construction
+    if not index.is_trained:
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = seed
+        index.train(vectors)
+    index.add(vectors)
+    return index
+
+
+class ProductIndex:
+    """The catalogue's FAISS index with its product records; search with filters."""
+
+    def __init__(self, index: faiss.Index, products: pd.DataFrame, meta: IndexMeta) -> None:
+        if index.ntotal != len(products):
+            raise ValueError(f"index has {index.ntotal} vectors for {len(products)} products")
+        self.index = index
+        self.meta = meta
+        self.products = products.reset_index(drop=True)
+        self._ids = self.products["product_id"].to_numpy(dtype=object)
+        self._position = {pid: i for i, pid in enumerate(self._ids)}
+        self._category = self.products["category"].to_numpy(dtype=object)
+        self._price = self.products["price"].to_numpy(dtype=np.float64)
+        self._has_image = self.products["image_id"].notna().to_numpy()
+        self._records = [
+            {k: (None if pd.isna(v) else v) for k, v in row.items()}
+            for row in self.products[list(RECORD_COLUMNS)].to_dict("records")
+        ]
+        if meta.factory.startswith("IVF"):
+            faiss.extract_index_ivf(index).make_direct_map()  # for reconstruct()
+        self._params = self._search_parameters(None)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def half(self) -> int:
+        return self.meta.dim // 2
+
+    def position(self, product_id: str) -> int | None:
+        return self._position.get(product_id)
+
+    def record(self, position: int) -> dict[str, Any]:
+        return dict(self._records[position])
+
+    def vector(self, position: int) -> np.ndarray:
+        """The stored vector of a product (for "more like this")."""
+        return self.index.reconstruct(position)
+
+    def product_query(self, position: int) -> np.ndarray:
+        """The query a listing itself would make: its text and, if any, its photo."""
+        stored = self.vector(position)
+        if not self._has_image[position]:
+            return stored
+        return (stored / 2.0).astype(np.float32)
+
+    def _search_parameters(self, selector: faiss.IDSelector | None) -> Any:
+        factory = self.meta.factory
+        if factory.startswith("IVF"):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.meta.nprobe)
+        if factory.startswith("HNSW"):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.meta.ef_search)
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    def allowed(
+        self,
+        *,
+        category: str | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        require_image: bool = False,
+    ) -> np.ndarray | None:
+        """Boolean mask of products passing the filters; ``None`` when nothing is filtered."""
+        if category is None and min_price is None and max_price is None and not require_image:
+            return None
+        mask = np.ones(len(self), dtype=bool)
+        if category is not None:
+            mask &= self._category == category
+        if min_price is not None:
+            mask &= self._price >= min_price  # NaN (no price) never passes a price filter
+        if max_price is not None:
+            mask &= self._price <= max_price
+        if require_image:
+            mask &= self._has_image
+        return mask
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        mask: np.ndarray | None = None,
+        exclude: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top ``k`` ``(position, score)`` among products allowed by ``mask``, best first."""
+        if mask is not None and exclude is not None:
+            mask = mask.copy()
+            mask[exclude] = False
+        if mask is not None:
+            allowed = np.flatnonzero(mask)
+            if len(allowed) == 0:
+                return []
+            params = self._search_parameters(faiss.IDSelectorBatch(allowed.astype(np.int64)))
+        else:
+            params = self._params
+        extra = 1 if exclude is not None and mask is None else 0
+        want = min(k + extra, len(self))
+        scores, positions = self.index.search(query.reshape(1, -1), want, params=params)
+        hits = [
+            (int(p), float(s))
+            for p, s in zip(positions[0], scores[0], strict=True)
+            if p >= 0 and p != exclude
+        ]
+        return hits[:k]
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index, str(folder / INDEX_FILE))
+        self.products.to_parquet(folder / PRODUCTS_FILE, index=False)
+        (folder / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2) + "\n")
+
+    @classmethod
+    def load(
+        cls,
+        folder: Path,
+        *,
+        model_version: str | None = None,
+        package_sha: str | None = None,
+    ) -> ProductIndex:
+        """Read an index folder; refuse it if it was built by another model version or package."""
+        try:
+            raw = json.loads((folder / META_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{folder} is not a product index: {exc}") from None
+        if raw.get("format_version") != INDEX_FORMAT:
+            raise ValueError(f"{folder}: unsupported index format {raw.get('format_version')}")
+        meta = IndexMeta(**raw)
+        if model_version is not None and meta.model_version != str(model_version):
+            raise IndexMismatchError(
+                f"index was built by {meta.model_name} version {meta.model_version}, "
+                f"not version {model_version}"
+            )
+        if package_sha is not None and meta.package_sha256 != package_sha:
+            raise IndexMismatchError(
+                f"index was built by a different classifier package "
+                f"({meta.package_sha256[:12]}, loaded {package_sha[:12]})"
+            )
+        index = faiss.read_index(str(folder / INDEX_FILE))
+        return cls(index, pd.read_parquet(folder / PRODUCTS_FILE), meta)
+
+
+def catalogue_records(products: pd.DataFrame) -> pd.DataFrame:
+    """One record per product, as the API returns it (``image_id``: its first photo)."""
+    first_image = [ids[0] if ids else None for ids in products["image_ids"]]
+    return pd.DataFrame(
+        {
+            "product_id": products.index.astype(str),
+            "title": products["title"].astype(str).to_numpy(),
+            "price": products["price"].astype(float).to_numpy(),
+            "category": products["root_category"].astype(str).to_numpy(),
+            "location": products["location"].astype(str).to_numpy(),
+            "image_id": pd.array(first_image, dtype="string"),
+        }
+    )
+
+
+def build_product_index(
+    package: ClassifierPackage,
+    records: pd.DataFrame,
+    text_embeddings: np.ndarray,
+    image_embeddings: np.ndarray,
+    has_image: np.ndarray,
+    *,
+    model_name: str,
+    model_version: str,
+    package_sha: str,
+    factory: str,
+    nprobe: int,
+    ef_search: int,
+    ef_construction: int,
+) -> ProductIndex:
+    """Embed the catalogue into the index space and build the FAISS index over it."""
+    text, image = branch_vectors(package, text_embeddings, image_embeddings)
+    assert text is not None and image is not None
+    vectors = catalogue_vectors(text, image, has_image)
+    index = build_faiss(vectors, factory, ef_construction=ef_construction)
+    meta = IndexMeta(
+        format_version=INDEX_FORMAT,
+        model_name=model_name,
+        model_version=str(model_version),
+        package_sha256=package_sha,
+        image_encoder=package.image_spec or {},
+        text_encoder=package.text_spec or {},
+        factory=factory,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        dim=int(vectors.shape[1]),
+        size=int(vectors.shape[0]),
+        with_image=int(has_image.sum()),
+        space="[text, image] hidden layers of the combined classifier, each L2-normalised",
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    return ProductIndex(index, records, meta)
+
+
+def precision_at_k(
+    index: ProductIndex, queries: Sequence[int], k: int, kind: str
+) -> tuple[float, int]:
+    """Share of the top-k neighbours (the query excluded) in the query's root category.
+
+    ``kind`` picks the query made from each listing: its text, its photo or both (listings
+    without a photo are skipped for the last two). Returns ``(precision, n_queries)``.
+    """
+    half = index.half
+    hits = total = used = 0
+    photo_mask = index.allowed(require_image=True) if kind == "image" else None
+    for position in queries:
+        stored = index.vector(position)
+        has_photo = bool(index._has_image[position])
+        if kind != "text" and not has_photo:
+            continue
+        query = query_vector(
+            stored[:half] if kind != "image" else None,
+            stored[half:] if kind != "text" else None,
+            half,
+        )
+        results = index.search(query, k, mask=photo_mask, exclude=position)
+        category = index._category[position]
+        hits += sum(index._category[p] == category for p, _ in results)
+        total += len(results)
+        used += 1
+    return (hits / total if total else float("nan")), used
+
+
+def check_encoder(cached: dict[str, Any], model: dict[str, Any] | None, what: str) -> None:
+    """Cached embeddings may stand in for the model's encoder only if they are its output."""
+    if model is None or cached != model:
+        raise StageError(
+            f"the cached {what} embeddings were made by {cached}, but the model's encoder is "
+            f"{model}; rerun the embed and train stages together (dvc repro)"
+        )
+
+
+def index_catalogue(
+    package: ClassifierPackage,
+    products: pd.DataFrame,
+    text_embeddings: Any,
+    image_embeddings: Any,
+    params: Any,
+    *,
+    model_name: str,
+    model_version: str,
+    package_sha: str,
+) -> ProductIndex:
+    """The index of a catalogue (``training.features.products_table``) from cached embeddings.
+
+    The embed stages ran the very encoders the model names (checked against its specs), so
+    the cached vectors are what the registered encoder would produce; only the model's
+    branch layers run here.
+    """
+    from marketplace.training.features import product_image_vectors
+
+    check_encoder(text_embeddings.spec, package.text_spec, "text")
+    check_encoder(image_embeddings.spec, package.image_spec, "image")
+    text, found = text_embeddings.lookup(list(products.index))
+    if not found.all():
+        raise ValueError(f"{int((~found).sum())} products have no text embedding")
+    image, has_image = product_image_vectors(products, image_embeddings)
+    return build_product_index(
+        package,
+        catalogue_records(products),
+        text,
+        image,
+        has_image,
+        model_name=model_name,
+        model_version=model_version,
+        package_sha=package_sha,
+        factory=params.factory,
+        nprobe=params.nprobe,
+        ef_search=params.ef_search,
+        ef_construction=params.ef_construction,
+    )
+
+
+def evaluate_index(index: ProductIndex, query_ids: Sequence[str], k: int) -> dict[str, float]:
+    """precision@k (same root category) per query kind, over the given products as queries."""
+    positions = [p for p in (index.position(i) for i in query_ids) if p is not None]
+    metrics: dict[str, float] = {}
+    for kind in QUERY_KINDS:
+        precision, used = precision_at_k(index, positions, k, kind)
+        key = kind.replace("+", "_")
+        metrics[f"precision_at_{k}_{key}"] = precision
+        metrics[f"queries_{key}"] = float(used)
+    return metrics

@@ -1,0 +1,277 @@
+"""The one inference entry point: a registered model and its index, loaded together.
+
+``Marketplace.from_registry("marketplace-combined", "production")`` resolves the alias to
+a version, downloads that version's artifacts (the classifier package and the FAISS index
+logged beside it), checks the index was built by exactly this package, and loads both.
+The API (``serving/``) and the command line (``python -m marketplace.inference``) call
+the same ``predict`` / ``embed`` / ``similar`` methods; no training code runs here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from marketplace.index import (
+    ProductIndex,
+    branch_vectors,
+    package_sha256,
+    query_kind,
+    query_vector,
+)
+from marketplace.models.classifier import ListingClassifier
+from marketplace.registry import INDEX_ARTIFACT, PACKAGE_ARTIFACT
+
+
+class ModelNotFoundError(LookupError):
+    """The alias or version does not exist in the registry."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model is loaded, for ``GET /model`` and for every response."""
+
+    name: str
+    version: str
+    run_id: str | None
+    alias: str | None
+    metrics: dict[str, float]
+    index_size: int
+    index_factory: str
+    index_model_version: str
+    loaded_at: float
+    load_seconds: float
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Optional restrictions on similar products."""
+
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+
+
+def _package_dir(model_dir: Path) -> Path:
+    """Where the pyfunc model keeps the classifier package (read from its ``MLmodel``)."""
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    artifacts = mlmodel["flavors"]["python_function"].get("artifacts", {})
+    if PACKAGE_ARTIFACT not in artifacts:
+        raise ValueError(f"{model_dir} is not a marketplace model (no {PACKAGE_ARTIFACT!r})")
+    return model_dir / artifacts[PACKAGE_ARTIFACT]["path"]
+
+
+def _metrics(tags: dict[str, str]) -> dict[str, float]:
+    out = {}
+    for key, value in tags.items():
+        if key.startswith(("val_", "test_")):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+class Marketplace:
+    """A classifier and its product index: predict a category, embed, find similar."""
+
+    def __init__(self, classifier: ListingClassifier, index: ProductIndex, info: ModelInfo):
+        self.classifier = classifier
+        self.index = index
+        self.info = info
+
+    @classmethod
+    def from_model_dir(
+        cls,
+        model_dir: Path,
+        *,
+        name: str,
+        version: str,
+        run_id: str | None = None,
+        alias: str | None = None,
+        tags: dict[str, str] | None = None,
+        started: float | None = None,
+    ) -> Marketplace:
+        """Load a downloaded model version; refuses an index another model built."""
+        started = time.perf_counter() if started is None else started
+        package_dir = _package_dir(model_dir)
+        index_dir = model_dir / INDEX_ARTIFACT
+        if not index_dir.is_dir():
+            raise ValueError(f"{name} version {version} has no index; run the index stage")
+        index = ProductIndex.load(
+            index_dir, model_version=version, package_sha=package_sha256(package_dir)
+        )
+        classifier = ListingClassifier.load(package_dir)
+        tags = dict(tags or {})
+        info = ModelInfo(
+            name=name,
+            version=str(version),
+            run_id=run_id,
+            alias=alias,
+            metrics=_metrics(tags),
+            index_size=len(index),
+            index_factory=index.meta.factory,
+            index_model_version=index.meta.model_version,
+            loaded_at=time.time(),
+            load_seconds=time.perf_counter() - started,
+            tags=tags,
+        )
+        return cls(classifier, index, info)
+
+    @classmethod
+    def from_registry(
+        cls, name: str, alias: str = "production", *, version: str | None = None
+    ) -> Marketplace:
+        """Resolve ``alias`` (or take ``version``), download it and load it.
+
+        Uses the tracking/registry URI MLflow is configured with (``MLFLOW_TRACKING_URI``).
+        Files are read into memory and the download folder is removed afterwards.
+        """
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        started = time.perf_counter()
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tty noise
+        client = MlflowClient()
+        try:
+            mv = (
+                client.get_model_version(name, version)
+                if version is not None
+                else client.get_model_version_by_alias(name, alias)
+            )
+        except MlflowException as exc:
+            what = f"version {version}" if version is not None else f"alias {alias!r}"
+            raise ModelNotFoundError(f"{name} {what} not found: {exc.message}") from None
+        with tempfile.TemporaryDirectory(prefix="marketplace-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                f"models:/{name}/{mv.version}", dst_path=tmp
+            )
+            return cls.from_model_dir(
+                Path(local),
+                name=name,
+                version=str(mv.version),
+                run_id=mv.run_id,
+                alias=None if version is not None else alias,
+                tags=mv.tags,
+                started=started,
+            )
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.classifier.categories
+
+    def predict(
+        self, *, image: bytes | None = None, text: str | None = None, price: float | None = None
+    ) -> list[tuple[str, float]]:
+        """Every category with its probability, most likely first."""
+        probabilities = self.classifier.predict_proba(images=[image], texts=[text], prices=[price])[
+            0
+        ]
+        order = np.argsort(-probabilities)
+        return [(self.categories[i], float(probabilities[i])) for i in order]
+
+    def embed(
+        self, *, image: bytes | None = None, text: str | None = None
+    ) -> tuple[np.ndarray, str]:
+        """The query vector in the index space and which kind of query it is."""
+        if image is None and not text:
+            raise ValueError("send a photo, a text, or both")
+        text_vec = image_vec = None
+        if text:
+            text_vec = self.classifier.text_embeddings([text]).numpy()
+        if image is not None:
+            image_vec = self.classifier.image_embeddings([image])[0].numpy()
+        t, i = branch_vectors(self.classifier.package, text_vec, image_vec)
+        vector = query_vector(
+            None if t is None else t[0], None if i is None else i[0], self.index.half
+        )
+        return vector, query_kind(t is not None, i is not None)
+
+    def similar(
+        self,
+        *,
+        image: bytes | None = None,
+        text: str | None = None,
+        k: int = 10,
+        filters: Filters = Filters(),
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Products most like a photo and/or text; returns records with scores, and the kind."""
+        vector, kind = self.embed(image=image, text=text)
+        mask = self.index.allowed(
+            category=filters.category,
+            min_price=filters.min_price,
+            max_price=filters.max_price,
+            require_image=kind == "image",
+        )
+        return self._records(self.index.search(vector, k, mask=mask)), kind
+
+    def similar_to_product(
+        self, product_id: str, *, k: int = 10, filters: Filters = Filters()
+    ) -> list[dict[str, Any]]:
+        """More like this listing (itself excluded); ``KeyError`` for an unknown id."""
+        position = self.index.position(product_id)
+        if position is None:
+            raise KeyError(product_id)
+        mask = self.index.allowed(
+            category=filters.category, min_price=filters.min_price, max_price=filters.max_price
+        )
+        hits = self.index.search(self.index.product_query(position), k, mask=mask, exclude=position)
+        return self._records(hits)
+
+    def _records(self, hits: list[tuple[int, float]]) -> list[dict[str, Any]]:
+        return [{**self.index.record(p), "score": round(s, 6)} for p, s in hits]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m marketplace.inference``: query the registered model from the shell."""
+    from marketplace.tracking import setup_tracking
+
+    parser = argparse.ArgumentParser(description="Query a registered marketplace model.")
+    parser.add_argument("--model", default="marketplace-combined")
+    parser.add_argument("--alias", default="production")
+    parser.add_argument("--version", help="a version number instead of the alias")
+    parser.add_argument("--image", type=Path, help="a JPEG/PNG/WebP photo")
+    parser.add_argument("--text", help="title and/or description")
+    parser.add_argument("--price", type=float)
+    parser.add_argument("--product", help="find products similar to this product id")
+    parser.add_argument("-k", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.image is None and not args.text and not args.product:
+        parser.error("give --image, --text, or --product")
+    setup_tracking()
+    try:
+        market = Marketplace.from_registry(args.model, args.alias, version=args.version)
+    except (ModelNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out: dict[str, Any] = {"model": f"{market.info.name}/{market.info.version}"}
+    if args.product:
+        try:
+            out["similar"] = market.similar_to_product(args.product, k=args.k)
+        except KeyError:
+            print(f"error: unknown product id {args.product}", file=sys.stderr)
+            return 2
+    else:
+        image = args.image.read_bytes() if args.image else None
+        ranked = market.predict(image=image, text=args.text, price=args.price)
+        out["category"], out["confidence"] = ranked[0]
+        out["top_3"] = [{"category": c, "probability": round(p, 4)} for c, p in ranked[:3]]
+        out["similar"], out["query"] = market.similar(image=image, text=args.text, k=args.k)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

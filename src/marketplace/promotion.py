@@ -1,0 +1,173 @@
+"""Gated promotion and rollback of a registered model through an alias.
+
+MLflow's model stages ("Staging", "Production") are deprecated; a registered-model alias
+does the same job: ``models:/marketplace-combined@production`` always names the version
+the service should run. ``promote`` moves the alias only if the challenger is not worse
+than the current production on the gate metric (within a tolerance), unless forced;
+``rollback`` moves it back to the version it replaced. The alias history is kept on the
+registered model (tag ``<alias>.history``, oldest first), and each move is recorded as
+tags on the versions involved: when, what it replaced, the metrics compared.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from marketplace.cli import StageError
+from marketplace.config import PromoteParams
+from marketplace.registry import INDEX_TAG
+
+
+class PromotionRefused(StageError):
+    """The gate said no (or there is nothing to roll back to); the message says why."""
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What a promote or rollback did."""
+
+    model: str
+    alias: str
+    action: str  # promoted | unchanged | rolled_back
+    version: str
+    previous: str | None
+    metric: str
+    value: float | None
+    previous_value: float | None
+    forced: bool
+
+    def describe(self) -> str:
+        if self.action == "unchanged":
+            return f"{self.model}@{self.alias} is already version {self.version}"
+        verb = "rolled back to" if self.action == "rolled_back" else "now points to"
+        was = f" (was {self.previous})" if self.previous else " (first production version)"
+        gate = ""
+        if self.value is not None:
+            gate = f"; {self.metric} {self.value:.4f}"
+            if self.previous_value is not None:
+                gate += f" vs {self.previous_value:.4f}"
+        forced = " [forced]" if self.forced else ""
+        return f"{self.model}@{self.alias} {verb} version {self.version}{was}{gate}{forced}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _history_tag(alias: str) -> str:
+    return f"{alias}.history"
+
+
+def _history(client: Any, name: str, alias: str) -> list[str]:
+    raw = client.get_registered_model(name).tags.get(_history_tag(alias))
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def _current(client: Any, name: str, alias: str) -> Any | None:
+    aliases = client.get_registered_model(name).aliases
+    version = aliases.get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def _metric(version: Any, metric: str) -> float | None:
+    value = version.tags.get(metric)
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def promote(
+    client: Any,
+    name: str,
+    version: str | None,
+    params: PromoteParams,
+    *,
+    force: bool = False,
+) -> PromotionResult:
+    """Point ``params.alias`` at ``version`` (default: the newest) if it passes the gate.
+
+    The gate: the challenger's ``params.metric`` tag must be at least production's minus
+    ``params.tolerance``; ``force`` skips only this comparison. A version without a FAISS
+    index (when ``params.require_index``) or without the metric is always refused, since
+    the service could not load it or nothing could be compared.
+    """
+    alias = params.alias
+    if version is None:
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise PromotionRefused(f"{name} has no registered versions")
+        version = str(max(int(v.version) for v in versions))
+    challenger = client.get_model_version(name, str(version))
+    if params.require_index and INDEX_TAG not in challenger.tags:
+        raise PromotionRefused(
+            f"{name} version {version} has no FAISS index (tag {INDEX_TAG!r}); "
+            "run the index stage for it first"
+        )
+    value = _metric(challenger, params.metric)
+    if value is None:
+        raise PromotionRefused(f"{name} version {version} has no {params.metric!r} tag")
+    current = _current(client, name, alias)
+    previous_value = None if current is None else _metric(current, params.metric)
+    previous = None if current is None else str(current.version)
+    if previous == str(version):
+        return PromotionResult(
+            name, alias, "unchanged", str(version), previous, params.metric, value, value, force
+        )
+    if not force and previous_value is not None and value < previous_value - params.tolerance:
+        raise PromotionRefused(
+            f"{name} version {version} has {params.metric} {value:.4f}, worse than "
+            f"production (version {previous}) {previous_value:.4f} by more than the "
+            f"tolerance {params.tolerance}; use --force to promote anyway"
+        )
+    client.set_registered_model_alias(name, alias, str(version))
+    history = [*_history(client, name, alias), str(version)]
+    client.set_registered_model_tag(name, _history_tag(alias), json.dumps(history))
+    gate = f"{value:.6g} (first)"
+    if previous_value is not None:
+        gate = f"{value:.6g} vs {previous_value:.6g} (tolerance {params.tolerance})"
+    for key, tag in {
+        f"{alias}.promoted_at": _now(),
+        f"{alias}.replaced": previous or "none",
+        f"{alias}.gate": gate,
+        f"{alias}.forced": str(force).lower(),
+    }.items():
+        client.set_model_version_tag(name, str(version), key, tag)
+    return PromotionResult(
+        name, alias, "promoted", str(version), previous, params.metric, value, previous_value, force
+    )
+
+
+def rollback(client: Any, name: str, params: PromoteParams) -> PromotionResult:
+    """Move the alias back to the version the current production replaced."""
+    alias = params.alias
+    history = _history(client, name, alias)
+    current = _current(client, name, alias)
+    if current is None:
+        raise PromotionRefused(f"{name} has no {alias!r} alias to roll back")
+    if history and history[-1] == str(current.version):
+        history = history[:-1]
+    if not history:
+        raise PromotionRefused(
+            f"{name}@{alias} (version {current.version}) has no earlier production version"
+        )
+    target = history[-1]
+    client.set_registered_model_alias(name, alias, target)
+    client.set_registered_model_tag(name, _history_tag(alias), json.dumps(history))
+    client.set_model_version_tag(name, str(current.version), f"{alias}.rolled_back_at", _now())
+    client.set_model_version_tag(name, target, f"{alias}.restored_at", _now())
+    restored = client.get_model_version(name, target)
+    return PromotionResult(
+        name,
+        alias,
+        "rolled_back",
+        target,
+        str(current.version),
+        params.metric,
+        _metric(restored, params.metric),
+        _metric(current, params.metric),
+        False,
+    )
