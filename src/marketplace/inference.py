@@ -10,6 +10,7 @@ the same ``predict`` / ``embed`` / ``similar`` methods; no training code runs he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -76,10 +77,8 @@ def _metrics(tags: dict[str, str]) -> dict[str, float]:
     out = {}
     for key, value in tags.items():
         if key.startswith(("val_", "test_")):
-            try:
+            with contextlib.suppress(ValueError):
                 out[key] = float(value)
-            except ValueError:
-                pass
     return out
 
 

@@ -21,7 +21,7 @@ from marketplace.config import PromoteParams
 from marketplace.registry import INDEX_TAG
 
 
-class PromotionRefused(StageError):
+class PromotionRefusedError(StageError):
     """The gate said no (or there is nothing to roll back to); the message says why."""
 
 
@@ -99,17 +99,17 @@ def promote(
     if version is None:
         versions = client.search_model_versions(f"name = '{name}'")
         if not versions:
-            raise PromotionRefused(f"{name} has no registered versions")
+            raise PromotionRefusedError(f"{name} has no registered versions")
         version = str(max(int(v.version) for v in versions))
     challenger = client.get_model_version(name, str(version))
     if params.require_index and INDEX_TAG not in challenger.tags:
-        raise PromotionRefused(
+        raise PromotionRefusedError(
             f"{name} version {version} has no FAISS index (tag {INDEX_TAG!r}); "
             "run the index stage for it first"
         )
     value = _metric(challenger, params.metric)
     if value is None:
-        raise PromotionRefused(f"{name} version {version} has no {params.metric!r} tag")
+        raise PromotionRefusedError(f"{name} version {version} has no {params.metric!r} tag")
     current = _current(client, name, alias)
     previous_value = None if current is None else _metric(current, params.metric)
     previous = None if current is None else str(current.version)
@@ -118,7 +118,7 @@ def promote(
             name, alias, "unchanged", str(version), previous, params.metric, value, value, force
         )
     if not force and previous_value is not None and value < previous_value - params.tolerance:
-        raise PromotionRefused(
+        raise PromotionRefusedError(
             f"{name} version {version} has {params.metric} {value:.4f}, worse than "
             f"production (version {previous}) {previous_value:.4f} by more than the "
             f"tolerance {params.tolerance}; use --force to promote anyway"
@@ -147,11 +147,11 @@ def rollback(client: Any, name: str, params: PromoteParams) -> PromotionResult:
     history = _history(client, name, alias)
     current = _current(client, name, alias)
     if current is None:
-        raise PromotionRefused(f"{name} has no {alias!r} alias to roll back")
+        raise PromotionRefusedError(f"{name} has no {alias!r} alias to roll back")
     if history and history[-1] == str(current.version):
         history = history[:-1]
     if not history:
-        raise PromotionRefused(
+        raise PromotionRefusedError(
             f"{name}@{alias} (version {current.version}) has no earlier production version"
         )
     target = history[-1]
