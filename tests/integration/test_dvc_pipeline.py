@@ -5,7 +5,8 @@ project), through embedding, baselines and training with a real MLflow sqlite st
 the scratch project, and checks what a user relies on: the outputs appear and agree, runs
 and registered versions carry what they should, a logged model loads back and predicts
 the same, a second `dvc repro` runs nothing, and a head-only param change reruns only
-that head's stage.
+that head's stage. Then the index stage's output is checked in the registry, and the
+version is promoted and queried from the command line, as `make demo` ends.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ STAGES = (
     "train_vision",
     "train_text",
     "train_combined",
+    "index",
 )
 
 
@@ -117,6 +119,40 @@ def test_models_registered_with_tags(repo: Path) -> None:
         assert version.tags["data_dvc_md5"].endswith(".dir")
 
 
+def test_index_travels_with_its_model_version(repo: Path) -> None:
+    """The index is logged into the version whose encoders built it, and says so."""
+    import mlflow
+
+    client = _mlflow(repo)
+    (version,) = client.search_model_versions("name = 'marketplace-combined'")
+    products = pd.read_parquet(repo / "outputs/clean/listings.parquet")["product_id"].nunique()
+    assert version.tags["index_size"] == str(products)
+    assert 0 < float(version.tags["index_precision_at_10_text"]) <= 1
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/marketplace-combined/{version.version}")
+    )
+    meta = json.loads((local / "index/index.json").read_text())
+    assert meta["model_version"] == str(version.version) and meta["size"] == products
+    assert meta["package_sha256"] == version.tags["package_sha256"]
+    metrics = json.loads((repo / "metrics/index.json").read_text())
+    assert metrics["queries_text"] > 0 and 0 < metrics["precision_at_10_image_text"] <= 1
+
+
+def test_promote_and_query_from_the_command_line(repo: Path) -> None:
+    result = run(["python", "-m", "pipeline.promote"], repo)
+    assert "marketplace-combined@production now points to version 1" in result.stderr
+    out = run(
+        ["python", "-m", "marketplace.inference", "--text", "PS4 console with games", "-k", "3"],
+        repo,
+    )
+    answer = json.loads(out.stdout)
+    assert answer["model"] == "marketplace-combined/1" and len(answer["similar"]) == 3
+    assert (
+        answer["category"]
+        in json.loads((repo / "outputs/clean/label_map.json").read_text())["categories"]
+    )
+
+
 def test_registered_model_round_trip(repo: Path) -> None:
     """log -> load by models:/<name>/<version> -> the same predictions as the saved folder."""
     import base64
@@ -183,6 +219,6 @@ def test_head_only_param_change_reruns_only_that_head(repo: Path) -> None:
         params.write_text(yaml.safe_dump(changed))
         result = run(["dvc", "repro"], repo)
         ran = {stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout}
-        assert ran == {"train_combined"}
+        assert ran == {"train_combined", "index"}  # the index depends on the combined model
     finally:
         params.write_text(original)

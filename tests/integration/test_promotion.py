@@ -1,0 +1,87 @@
+"""The promotion gate and rollback against a real sqlite MLflow registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from marketplace.config import PromoteParams
+from marketplace.promotion import PromotionRefusedError, promote, rollback
+from marketplace.registry import INDEX_TAG
+
+NAME = "gate-test"
+GATE = PromoteParams(alias="production", metric="test_accuracy", tolerance=0.01, require_index=True)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> MlflowClient:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow_client = MlflowClient(uri, uri)
+    mlflow_client.create_registered_model(NAME)
+    # Versions with (test accuracy, has an index): 2 is better, 3 slightly worse (within
+    # tolerance), 4 much worse, 5 has no index.
+    for accuracy, indexed in (
+        (0.80, True),
+        (0.85, True),
+        (0.845, True),
+        (0.70, True),
+        (0.9, False),
+    ):
+        version = mlflow_client.create_model_version(NAME, source=str(tmp_path))
+        mlflow_client.set_model_version_tag(NAME, version.version, "test_accuracy", str(accuracy))
+        if indexed:
+            mlflow_client.set_model_version_tag(NAME, version.version, INDEX_TAG, "100")
+    return mlflow_client
+
+
+def _alias(client: MlflowClient) -> str:
+    return str(client.get_registered_model(NAME).aliases["production"])
+
+
+def test_gate_promotes_better_and_within_tolerance_refuses_worse(client: MlflowClient) -> None:
+    first = promote(client, NAME, "1", GATE)
+    assert first.action == "promoted" and first.previous is None and _alias(client) == "1"
+    assert promote(client, NAME, "2", GATE).previous == "1"
+    assert promote(client, NAME, "3", GATE).action == "promoted"  # 0.845 vs 0.85: within 0.01
+    with pytest.raises(PromotionRefusedError, match="worse than production"):
+        promote(client, NAME, "4", GATE)
+    assert _alias(client) == "3"
+    assert promote(client, NAME, "3", GATE).action == "unchanged"
+
+    tags = client.get_model_version(NAME, "3").tags
+    assert tags["production.replaced"] == "2" and tags["production.forced"] == "false"
+    assert tags["production.gate"].startswith("0.845 vs 0.85")
+    assert "production.promoted_at" in tags
+
+
+def test_force_skips_the_metric_gate_but_never_the_index(client: MlflowClient) -> None:
+    promote(client, NAME, "2", GATE)
+    result = promote(client, NAME, "4", GATE, force=True)
+    assert result.forced and _alias(client) == "4"
+    assert client.get_model_version(NAME, "4").tags["production.forced"] == "true"
+    with pytest.raises(PromotionRefusedError, match="no FAISS index"):
+        promote(client, NAME, "5", GATE, force=True)
+
+
+def test_newest_version_by_default(client: MlflowClient) -> None:
+    with pytest.raises(PromotionRefusedError, match="version 5 has no FAISS index"):
+        promote(client, NAME, None, GATE)
+
+
+def test_rollback_walks_back_the_history(client: MlflowClient) -> None:
+    with pytest.raises(PromotionRefusedError, match="no 'production' alias"):
+        rollback(client, NAME, GATE)
+    for version in ("1", "2", "3"):
+        promote(client, NAME, version, GATE)
+    back = rollback(client, NAME, GATE)
+    assert (back.action, back.version, back.previous) == ("rolled_back", "2", "3")
+    assert _alias(client) == "2"
+    assert "production.rolled_back_at" in client.get_model_version(NAME, "3").tags
+    assert rollback(client, NAME, GATE).version == "1"
+    with pytest.raises(PromotionRefusedError, match="no earlier production version"):
+        rollback(client, NAME, GATE)
+    history = client.get_registered_model(NAME).tags["production.history"]
+    assert json.loads(history) == ["1"]

@@ -1,0 +1,114 @@
+"""The FAISS product index: query spaces, filters, factories, and refusing a foreign index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from marketplace.index import (
+    INDEX_FORMAT,
+    IndexMeta,
+    IndexMismatchError,
+    ProductIndex,
+    build_faiss,
+    catalogue_vectors,
+    precision_at_k,
+    query_vector,
+)
+
+HALF = 8
+
+
+def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.normal(size=(n, HALF)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _index(factory: str = "Flat", n: int = 60) -> ProductIndex:
+    """Three well-separated categories; every fourth product has no photo."""
+    rng = np.random.default_rng(0)
+    centres_t, centres_i = _unit(rng, 3) * 4, _unit(rng, 3) * 4
+    labels = np.arange(n) % 3
+    text = centres_t[labels] + rng.normal(size=(n, HALF)).astype(np.float32) * 0.3
+    image = centres_i[labels] + rng.normal(size=(n, HALF)).astype(np.float32) * 0.3
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    has_image = (np.arange(n) % 4 != 0).astype(np.float32)
+    vectors = catalogue_vectors(text, image, has_image)
+    products = pd.DataFrame(
+        {
+            "product_id": [f"p{i}" for i in range(n)],
+            "title": [f"item {i}" for i in range(n)],
+            "price": [float(i) if i % 7 else np.nan for i in range(n)],
+            "category": [f"c{label}" for label in labels],
+            "location": ["Leeds"] * n,
+            "image_id": pd.array([f"i{i}" if has_image[i] else None for i in range(n)], "string"),
+        }
+    )
+    meta = IndexMeta(
+        INDEX_FORMAT, "m", "3", "abc", {}, {}, factory, 8, 32, 2 * HALF, n, int(has_image.sum()),
+        "test", "now",
+    )  # fmt: skip
+    return ProductIndex(build_faiss(vectors, factory), products, meta)
+
+
+def test_query_vectors_live_in_their_half() -> None:
+    t, i = np.ones(HALF, np.float32), np.full(HALF, 2, np.float32)
+    assert np.all(query_vector(t, None, HALF)[HALF:] == 0)
+    assert np.all(query_vector(None, i, HALF)[:HALF] == 0)
+    both = query_vector(t, i, HALF)
+    assert np.allclose(both, np.concatenate([t, i]) / 2)
+    with pytest.raises(ValueError, match="a text, a photo, or both"):
+        query_vector(None, None, HALF)
+
+
+def test_scores_are_per_modality_cosines() -> None:
+    index = _index()
+    stored = index.vector(1)
+    hits = index.search(query_vector(stored[:HALF], None, HALF), 1)
+    assert hits[0] == (1, pytest.approx(1.0, abs=1e-5))  # text query: cosine with itself
+    hits = index.search(index.product_query(1), 1)
+    assert hits[0] == (1, pytest.approx(1.0, abs=1e-5))  # both halves: mean of two cosines
+
+
+def test_filters_and_exclusion() -> None:
+    index = _index()
+    query = index.product_query(5)
+    hits = index.search(query, 10, exclude=5)
+    assert len(hits) == 10 and 5 not in [p for p, _ in hits]
+    mask = index.allowed(category="c1", min_price=10, max_price=40)
+    for position, _ in index.search(query, 10, mask=mask):
+        record = index.record(position)
+        assert record["category"] == "c1" and 10 <= record["price"] <= 40
+    only_photos = index.allowed(require_image=True)
+    assert all(index.record(p)["image_id"] for p, _ in index.search(query, 30, mask=only_photos))
+    assert index.search(query, 5, mask=index.allowed(category="nope")) == []
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8"])
+def test_every_factory_finds_the_same_category(factory: str) -> None:
+    index = _index(factory)
+    precision, used = precision_at_k(index, list(range(60)), 5, "text")
+    assert used == 60 and precision > 0.95
+    precision, used = precision_at_k(index, list(range(60)), 5, "image")
+    assert used == 45 and precision > 0.95  # products without a photo make no image query
+
+
+def test_ivf_needs_enough_vectors() -> None:
+    with pytest.raises(ValueError, match="64 lists for only 10 vectors"):
+        build_faiss(np.ones((10, 4), np.float32), "IVF64,Flat")
+
+
+def test_round_trip_and_refusing_another_model(tmp_path: Path) -> None:
+    index = _index()
+    index.save(tmp_path)
+    loaded = ProductIndex.load(tmp_path, model_version="3", package_sha="abc")
+    assert len(loaded) == len(index) and loaded.record(1) == index.record(1)
+    assert np.allclose(loaded.vector(7), index.vector(7))
+    with pytest.raises(IndexMismatchError, match="version 3, not version 4"):
+        ProductIndex.load(tmp_path, model_version="4")
+    with pytest.raises(IndexMismatchError, match="different classifier package"):
+        ProductIndex.load(tmp_path, package_sha="def")
