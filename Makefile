@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo test test-fast lint format bench lock clean ui
+.PHONY: help venv demo test test-fast lint format bench lock clean ui serve promote rollback
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +32,14 @@ demo: venv ## Main job on the built-in sample: generate it (if data/ is absent),
 	dvc add --quiet data
 	dvc repro
 	dvc metrics show metrics/train_vision.json metrics/train_text.json \
-		metrics/train_combined.json metrics/baselines.json
+		metrics/train_combined.json metrics/baselines.json metrics/index.json
+	@# Promote through the gate; a refusal leaves production as it was (and is not an error).
+	$(PY) -m pipeline.promote || echo "promotion refused: production unchanged"
+	@echo "--- example query: a text, against models:/marketplace-combined@production"
+	$(PY) -m marketplace.inference --text "Wooden dining table with four chairs" --price 80 -k 3
+	@echo "--- serve it: make serve, then e.g."
+	@echo "  curl -F text='PS4 console with two controllers' http://127.0.0.1:8000/predict"
+	@echo "  curl -F image=@$$(ls outputs/images/*.jpg | head -1) -F k=5 http://127.0.0.1:8000/similar"
 
 test: venv ## Run the whole test suite (unit, data, integration, real data where present)
 	$(PY) -m pytest
@@ -51,6 +58,17 @@ format: venv ## Apply ruff fixes and formatting
 bench: venv ## Benchmarks on the real data (../shared/data/marketplace); see BENCHMARKS.md
 	$(PY) bench/bench_cleaning.py
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_faiss.py
+
+serve: venv ## The API on http://127.0.0.1:8000 (models:/marketplace-combined@production)
+	$(PY) -m serving --host 127.0.0.1 --port 8000
+
+promote: venv ## Move the production alias to the newest combined version, through the gate
+	$(PY) -m pipeline.promote $(if $(VERSION),--version $(VERSION)) $(if $(FORCE),--force)
+
+rollback: venv ## Move the production alias back to the previous production version
+	$(PY) -m pipeline.promote --rollback
 
 ui: venv ## MLflow UI on http://127.0.0.1:5000 over the project's tracking store
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
