@@ -44,6 +44,7 @@ def registry_loader(settings: Settings) -> tuple[Callable[[], Marketplace], Call
 
 def _configure(settings: Settings) -> None:
     """Process-wide set-up, done in the lifespan (never at import)."""
+    import faiss
     import mlflow
     import torch
 
@@ -54,6 +55,7 @@ def _configure(settings: Settings) -> None:
     mlflow.set_registry_uri(uri)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    faiss.omp_set_num_threads(settings.faiss_threads)
     log.info("registry: %s, model: %s@%s", uri, settings.model_name, settings.model_alias)
 
 

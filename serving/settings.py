@@ -27,3 +27,6 @@ class Settings(BaseSettings):
     max_k: int = Field(100, ge=1)
     # torch intra-op threads for the encoders; 0 leaves torch's default (all cores).
     torch_threads: int = Field(0, ge=0)
+    # FAISS OpenMP threads; one query at a time gains nothing from more, and waking a
+    # thread team per request costs more than a 7k-product exact search.
+    faiss_threads: int = Field(1, ge=1)
