@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 params.train,
                 images=images,
                 texts=texts,
+                images_dir=paths.CLEAN_IMAGES_DIR,
                 on_epoch=on_epoch,
             )
             model_dir = paths.MODELS_DIR / kind

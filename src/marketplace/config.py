@@ -102,6 +102,40 @@ class HeadParams:
 
 
 @dataclass(frozen=True)
+class VisionHeadParams(HeadParams):
+    """The vision head, and optional end-to-end fine-tuning of the image encoder's top.
+
+    With ``finetune_blocks`` > 0, after the head has trained on the cached embeddings the
+    last ``finetune_blocks`` stages of the encoder (EfficientNet-Lite0: the 1x1 conv head,
+    then the MBConv blocks from the top) are trained together with the head on the cleaned
+    photos, with augmentation; 0 (the default) keeps the encoder frozen.
+    """
+
+    finetune_blocks: int
+    finetune_lr: float  # AdamW learning rate for the encoder and the head while fine-tuning
+    finetune_epochs: int  # upper bound; early stopping on val accuracy decides
+    finetune_patience: int
+    finetune_batch_size: int
+    augment: bool  # random resized crop, horizontal flip and colour jitter while fine-tuning
+
+
+@dataclass(frozen=True)
+class TextHeadParams(HeadParams):
+    """The text head, and optional fine-tuning of the text encoder's last layers.
+
+    With ``finetune_layers`` > 0, after the head has trained on the cached embeddings the
+    last ``finetune_layers`` transformer layers are trained with the head on the listing
+    texts; 0 (the default) keeps the encoder frozen.
+    """
+
+    finetune_layers: int
+    finetune_lr: float
+    finetune_epochs: int
+    finetune_patience: int
+    finetune_batch_size: int
+
+
+@dataclass(frozen=True)
 class CombinedHeadParams(HeadParams):
     """The fusion head also drops the image branch for a share of training rows."""
 
@@ -122,8 +156,8 @@ class TrainParams:
 
     seed: int
     tfidf: TfidfParams
-    vision: HeadParams
-    text: HeadParams
+    vision: VisionHeadParams
+    text: TextHeadParams
     combined: CombinedHeadParams
 
 
@@ -206,7 +240,32 @@ _CHECKS: dict[str, _Validator] = {
     "index.eval_k": lambda v: None if 1 <= v <= 100 else "must be in 1..100",
     "promote.alias": lambda v: None if _ALIAS.fullmatch(v) else "must match [a-z][a-z0-9_-]*",
     "promote.tolerance": lambda v: None if v >= 0 else "must be >= 0",
+    "train.vision.finetune_blocks": lambda v: None if 0 <= v <= 17 else "must be in 0..17",
+    "train.text.finetune_layers": lambda v: None if 0 <= v <= 48 else "must be in 0..48",
 }
+# Ranges shared by every head section (train.<kind>.<key>).
+_HEAD_CHECKS: dict[str, _Validator] = {
+    "hidden_dim": lambda v: None if v >= 0 else "must be >= 0 (0 = linear)",
+    "dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "lr": lambda v: None if v > 0 else "must be > 0",
+    "weight_decay": lambda v: None if v >= 0 else "must be >= 0",
+    "epochs": lambda v: None if v >= 1 else "must be >= 1",
+    "patience": lambda v: None if v >= 1 else "must be >= 1",
+    "batch_size": lambda v: None if v >= 1 else "must be >= 1",
+    "label_smoothing": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "modality_dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "finetune_lr": lambda v: None if v > 0 else "must be > 0",
+    "finetune_epochs": lambda v: None if v >= 1 else "must be >= 1",
+    "finetune_patience": lambda v: None if v >= 1 else "must be >= 1",
+    "finetune_batch_size": lambda v: None if v >= 2 else "must be >= 2",
+}
+_CHECKS.update(
+    {
+        f"train.{kind}.{name}": check
+        for kind in ("vision", "text", "combined")
+        for name, check in _HEAD_CHECKS.items()
+    }
+)
 
 
 def _type_name(tp: Any) -> str:

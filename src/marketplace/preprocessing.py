@@ -33,14 +33,30 @@ class ImagePreprocessing:
 
     def from_canvas(self, canvas: Image.Image) -> torch.Tensor:
         """``[3, image_size, image_size]`` float tensor from an RGB canvas."""
+        return self.normalise(self.pixels_from_canvas(canvas))
+
+    def pixels_from_canvas(self, canvas: Image.Image) -> torch.Tensor:
+        """``[3, image_size, image_size]`` uint8 pixels: the canvas at the encoder's size.
+
+        Fine-tuning keeps photos in this compact form (augmenting them per batch) and
+        normalises them with ``normalise``, so it sees exactly what ``from_canvas`` gives.
+        """
         if canvas.mode != "RGB":
             canvas = canvas.convert("RGB")
         if canvas.size != (self.image_size, self.image_size):
             canvas = canvas.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
-        mean = torch.tensor(self.mean).view(1, 1, 3)
-        std = torch.tensor(self.std).view(1, 1, 3)
-        return ((pixels - mean) / std).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.asarray(canvas, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+    def pixels_from_file(self, path: Path) -> torch.Tensor:
+        """uint8 pixels of a canvas the ``clean_images`` stage wrote."""
+        with Image.open(path) as image:
+            return self.pixels_from_canvas(image.convert("RGB"))
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[..., 3, H, W]`` -> float, scaled to [0, 1] and standardised per channel."""
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return ((pixels.float() / 255.0 - mean) / std).contiguous()
 
     def from_file(self, path: Path) -> torch.Tensor:
         """From a canvas the ``clean_images`` stage wrote."""

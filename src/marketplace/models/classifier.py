@@ -2,8 +2,10 @@
 
 The folder holds ``config.json`` (kind, label map, head architecture and arguments, the
 encoder specs the embeddings came from, TF-IDF and price settings, metrics) and
-``weights.safetensors`` (the head's tensors and the TF-IDF IDF weights). No pickled
-classes: loading needs this package and the pretrained encoders it names, nothing else.
+``weights.safetensors`` (the head's tensors and the TF-IDF IDF weights; for a model whose
+encoder was fine-tuned, also the tensors of its unfrozen stages under ``image_encoder.`` or
+``text_encoder.``, recorded as ``finetuned`` in that encoder's spec). No pickled classes:
+loading needs this package and the pretrained encoders it names, nothing else.
 ``ListingClassifier`` turns raw listings (photo bytes, text, price) into probabilities
 through exactly the preprocessing used in training.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from torch import nn
 
 from marketplace.data.labels import LabelMap
 from marketplace.models.embedding import inference_context
-from marketplace.models.encoders import ImageEncoder, TextEncoder
+from marketplace.models.encoders import ImageEncoder, TextEncoder, load_encoder_state
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
 from marketplace.models.tfidf import HashedTfidf, TfidfConfig
 from marketplace.preprocessing import ImagePreprocessing, listing_text
@@ -39,6 +41,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "CombinedClassifier": CombinedClassifier,
 }
 _IDF_KEY = "tfidf.idf"
+ENCODER_PREFIXES = ("image_encoder.", "text_encoder.")
 
 
 @dataclass
@@ -55,6 +58,16 @@ class ClassifierPackage:
     tfidf: HashedTfidf | None
     prices: PriceScaler | None
     info: dict[str, Any]  # metrics, data version, commit: for people, not for loading
+    # Fine-tuned encoder tensors (the unfrozen stages only), keyed "image_encoder.<name>" or
+    # "text_encoder.<name>" with <name> as in the encoder's state_dict(); empty by default.
+    encoder_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def encoder_overrides(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The fine-tuned tensors of one encoder (``image_encoder.`` / ``text_encoder.``),
+        keyed as in its ``state_dict()``."""
+        return {
+            k[len(prefix) :]: v for k, v in self.encoder_tensors.items() if k.startswith(prefix)
+        }
 
     def save(self, folder: Path) -> None:
         """Write ``config.json`` and ``weights.safetensors`` into ``folder``."""
@@ -62,6 +75,10 @@ class ClassifierPackage:
         tensors = {f"head.{k}": v.detach().contiguous() for k, v in self.head.state_dict().items()}
         if self.tfidf is not None:
             tensors[_IDF_KEY] = torch.from_numpy(self.tfidf.idf)
+        for key, value in self.encoder_tensors.items():
+            if not key.startswith(ENCODER_PREFIXES):
+                raise ValueError(f"encoder tensor {key!r} must start with {ENCODER_PREFIXES}")
+            tensors[key] = value.detach().contiguous()
         save_file(tensors, str(folder / WEIGHTS_FILE))
         config = {
             "format_version": FORMAT_VERSION,
@@ -125,6 +142,7 @@ class ClassifierPackage:
             tfidf,
             prices,
             config.get("info", {}),
+            {k: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIXES)},
         )
 
 
@@ -142,6 +160,9 @@ class ListingClassifier:
         if package.image_spec is not None:
             spec = package.image_spec
             self.image_encoder = ImageEncoder(spec["encoder"]).eval()
+            overrides = package.encoder_overrides(ENCODER_PREFIXES[0])
+            if overrides:
+                load_encoder_state(self.image_encoder, overrides)
             self.preprocessing = ImagePreprocessing(
                 spec["canvas_size"], spec["image_size"], tuple(spec["mean"]), tuple(spec["std"])
             )
@@ -149,6 +170,9 @@ class ListingClassifier:
         if package.text_spec is not None:
             spec = package.text_spec
             self.text_encoder = TextEncoder(spec["encoder"], max_tokens=spec["max_tokens"]).eval()
+            overrides = package.encoder_overrides(ENCODER_PREFIXES[1])
+            if overrides:
+                load_encoder_state(self.text_encoder, overrides)
 
     @classmethod
     def load(cls, folder: Path) -> ListingClassifier:

@@ -15,6 +15,7 @@ index and the API share one encoder. Backbones are chosen by name (``params.yaml
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,21 +133,23 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(images)
 
+    @property
+    def stages(self) -> list[nn.Module]:
+        """The backbone's stages, input to output (EfficientNet-Lite0: 16 MBConv blocks, then
+        the 1x1 conv head; ResNets: layer1..layer4)."""
+        return list(self._stages)
+
     def freeze(self, trainable_last_stages: int = 0) -> list[nn.Parameter]:
         """Freeze everything but the last ``n`` stages; returns the parameters left trainable.
 
         Fine-tuning only the top of a pretrained CNN adapts its features to product photos at
         a fraction of the cost of full fine-tuning, which matters on two CPU cores.
         """
-        for param in self.parameters():
-            param.requires_grad_(False)
-        trainable: list[nn.Parameter] = []
-        if trainable_last_stages > 0:
-            for stage in self._stages[-trainable_last_stages:]:
-                for param in stage.parameters():
-                    param.requires_grad_(True)
-                    trainable.append(param)
-        return trainable
+        return _freeze_all_but_last(self, self._stages, trainable_last_stages)
+
+    def stage_state(self, last_stages: int) -> dict[str, torch.Tensor]:
+        """Parameters and buffers of the last ``n`` stages, keyed as in ``state_dict()``."""
+        return _stage_state(self, self._stages, last_stages)
 
 
 # --------------------------------------------------------------------------- text
@@ -189,6 +192,23 @@ class TextEncoder(nn.Module):
     def embedding_dim(self) -> int:
         return int(self.transformer.config.hidden_size)
 
+    @property
+    def stages(self) -> list[nn.Module]:
+        """The transformer layers, input to output (BERT-like models: ``encoder.layer``)."""
+        encoder = getattr(self.transformer, "encoder", None)
+        layers = getattr(encoder, "layer", None)
+        if layers is None:
+            raise ValueError(f"text encoder {self.name!r} has no encoder.layer list to fine-tune")
+        return list(layers)
+
+    def freeze(self, trainable_last_layers: int = 0) -> list[nn.Parameter]:
+        """Freeze everything but the last ``n`` transformer layers; returns those left trainable."""
+        return _freeze_all_but_last(self, self.stages, trainable_last_layers)
+
+    def stage_state(self, last_layers: int) -> dict[str, torch.Tensor]:
+        """Parameters and buffers of the last ``n`` layers, keyed as in ``state_dict()``."""
+        return _stage_state(self, self.stages, last_layers)
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokens for a batch, padded to its longest text, truncated to ``max_tokens``."""
         return dict(
@@ -212,6 +232,52 @@ class TextEncoder(nn.Module):
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings of a batch of texts (no gradient tracking is set up here)."""
         return self(**self.tokenize(texts))
+
+
+def _freeze_all_but_last(
+    root: nn.Module, stages: Sequence[nn.Module], n: int
+) -> list[nn.Parameter]:
+    if not 0 <= n <= len(stages):
+        raise ValueError(f"can fine-tune 0..{len(stages)} stages of this encoder, not {n}")
+    for param in root.parameters():
+        param.requires_grad_(False)
+    trainable: list[nn.Parameter] = []
+    for stage in stages[len(stages) - n :]:
+        for param in stage.parameters():
+            param.requires_grad_(True)
+            trainable.append(param)
+    return trainable
+
+
+def _stage_state(root: nn.Module, stages: Sequence[nn.Module], n: int) -> dict[str, torch.Tensor]:
+    if not 0 <= n <= len(stages):
+        raise ValueError(f"this encoder has {len(stages)} stages, not {n}")
+    names = {id(module): name for name, module in root.named_modules()}
+    state: dict[str, torch.Tensor] = {}
+    for stage in stages[len(stages) - n :]:
+        for module in stage.modules():
+            if id(module) not in names:  # a container built for grouping, not registered
+                continue
+            tensors = itertools.chain(
+                module.named_parameters(recurse=False), module.named_buffers(recurse=False)
+            )
+            for key, tensor in tensors:
+                state[f"{names[id(module)]}.{key}"] = tensor.detach()
+    return state
+
+
+def load_encoder_state(encoder: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Overwrite some of ``encoder``'s tensors (a fine-tuned top); every key must exist."""
+    own = encoder.state_dict()
+    unknown = sorted(set(tensors) - set(own))
+    if unknown:
+        raise ValueError(f"fine-tuned tensors the encoder does not have: {unknown[:3]}")
+    for key, tensor in tensors.items():
+        if own[key].shape != tensor.shape:
+            raise ValueError(
+                f"{key}: shape {tuple(tensor.shape)}, encoder has {tuple(own[key].shape)}"
+            )
+    encoder.load_state_dict(tensors, strict=False)
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

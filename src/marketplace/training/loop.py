@@ -30,6 +30,10 @@ class FitConfig:
     batch_size: int
     seed: int
     label_smoothing: float = 0.0
+    eval_batch_size: int = 1024  # rows per forward pass when scoring val
+    # Score the model on val before the first epoch and keep it (epoch 0) unless an epoch
+    # beats it: for fine-tuning a model that is already trained.
+    evaluate_start: bool = False
 
 
 @dataclass
@@ -80,8 +84,12 @@ def fit(
     config: FitConfig,
     *,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    augment: Callable[[list[Any]], list[Any]] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place; on return it holds the best validation epoch's weights."""
+    """Train ``model`` in place; on return it holds the best validation epoch's weights.
+
+    ``augment`` (training batches only) maps a batch's inputs to augmented inputs.
+    """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     (train_inputs, train_labels), (val_inputs, val_labels) = train, val
@@ -91,6 +99,8 @@ def fit(
     history: list[dict[str, float]] = []
     best_state = copy.deepcopy(model.state_dict())
     best_accuracy, best_loss, best_epoch, stale = -1.0, math.inf, 0, 0
+    if config.evaluate_start:
+        best_loss, best_accuracy = _evaluate(model, val_inputs, val_labels, config.eval_batch_size)
     n = len(train_labels)
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -99,7 +109,10 @@ def fit(
         for start in range(0, n, config.batch_size):
             rows = order[start : start + config.batch_size]
             labels = train_labels[torch.from_numpy(rows)]
-            logits = model(*(x[rows] for x in train_inputs))
+            batch = [x[rows] for x in train_inputs]
+            if augment is not None:
+                batch = augment(batch)
+            logits = model(*batch)
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -107,7 +120,7 @@ def fit(
             total_loss += loss.item() * len(rows)
             correct += int((logits.argmax(1) == labels).sum())
         scheduler.step()
-        val_loss, val_accuracy = _evaluate(model, val_inputs, val_labels, 1024)
+        val_loss, val_accuracy = _evaluate(model, val_inputs, val_labels, config.eval_batch_size)
         record = {
             "epoch": float(epoch),
             "train_loss": total_loss / max(n, 1),

@@ -1,14 +1,17 @@
 """Train one of the three classifiers on cached embeddings and evaluate it.
 
 ``train_classifier`` builds the kind's inputs, fits its head with early stopping on the
-validation split, scores val and test, and returns a ``ClassifierPackage`` ready to save
-and log, with the history and test predictions for the reports.
+validation split, optionally fine-tunes the top of the encoder with it (vision and text,
+off by default: ``training.finetune``), scores val and test, and returns a
+``ClassifierPackage`` ready to save and log, with the history and test predictions for
+the reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ from marketplace.training.features import (
     text_data,
     vision_data,
 )
+from marketplace.training.finetune import Finetuned, finetune_text, finetune_vision
 from marketplace.training.loop import FitConfig, fit, predict_proba
 from marketplace.training.metrics import classification_metrics, per_class_report
 
@@ -68,9 +72,13 @@ def train_classifier(
     *,
     images: EmbeddingSet | None = None,
     texts: EmbeddingSet | None = None,
+    images_dir: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainedModel:
-    """Fit the ``vision``, ``text`` or ``combined`` classifier; see the module docstring."""
+    """Fit the ``vision``, ``text`` or ``combined`` classifier; see the module docstring.
+
+    ``images_dir`` (the cleaned canvases) is read only to fine-tune the vision encoder.
+    """
     torch.manual_seed(params.seed)
     n_classes = len(label_map)
     products = products_table(listings)
@@ -132,13 +140,45 @@ def train_classifier(
         on_epoch=on_epoch,
     )
     metrics: dict[str, float] = {"best_epoch": float(result.best_epoch)}
+    history = list(result.history)
+    tuned: Finetuned | None = None
+    if kind == "vision" and params.vision.finetune_blocks > 0:
+        assert images is not None
+        if images_dir is None:
+            raise ValueError("fine-tuning the image encoder needs images_dir (the canvases)")
+        tuned = finetune_vision(
+            head,
+            data,
+            images_dir,
+            images.spec,
+            params.vision,
+            params.seed,
+            epoch_offset=len(history),
+            on_epoch=on_epoch,
+        )
+    elif kind == "text" and params.text.finetune_layers > 0:
+        assert texts is not None
+        tuned = finetune_text(
+            head,
+            data,
+            {name: list(products.loc[part.ids, "text"]) for name, part in data.items()},
+            texts.spec,
+            params.text,
+            params.seed,
+            epoch_offset=len(history),
+            on_epoch=on_epoch,
+        )
+    if tuned is not None:
+        history += [{**r, "epoch": r["epoch"] + len(history)} for r in tuned.result.history]
+        metrics["finetune_best_epoch"] = float(tuned.result.best_epoch)
     probabilities = {}
     for name, part in (("val", val), ("test", test)):
-        probs = (
-            predict_proba(head, part.inputs).numpy()
-            if len(part.labels)
-            else np.zeros((0, n_classes), dtype=np.float32)
-        )
+        if not len(part.labels):
+            probs = np.zeros((0, n_classes), dtype=np.float32)
+        elif tuned is not None:
+            probs = predict_proba(tuned.model, tuned.inputs[name], batch_size=64).numpy()
+        else:
+            probs = predict_proba(head, part.inputs).numpy()
         probabilities[name] = probs
         metrics.update(classification_metrics(probs, part.labels.numpy(), f"{name}_"))
     if kind == "combined":  # the listings a photo helps: how the model does on them
@@ -148,21 +188,26 @@ def train_classifier(
                 probabilities["test"][has_image], test.labels.numpy()[has_image], "test_with_photo_"
             )
         )
+    image_spec = dict(images.spec) if images is not None and kind != "text" else None
+    text_spec = dict(texts.spec) if texts is not None and kind != "vision" else None
+    if tuned is not None:
+        (image_spec if kind == "vision" else text_spec)["finetuned"] = tuned.spec()  # type: ignore[index]
     package = ClassifierPackage(
         kind=kind,
         label_map=label_map,
         architecture=type(head).__name__,
         arguments=arguments,
         head=head.eval(),
-        image_spec=images.spec if images is not None and kind != "text" else None,
-        text_spec=texts.spec if texts is not None and kind != "vision" else None,
+        image_spec=image_spec,
+        text_spec=text_spec,
         tfidf=tfidf,
         prices=prices,
         info={"metrics": metrics},
+        encoder_tensors=tuned.encoder_tensors if tuned is not None else {},
     )
     return TrainedModel(
         package=package,
-        history=result.history,
+        history=history,
         best_epoch=result.best_epoch,
         metrics=metrics,
         test_probabilities=probabilities["test"],

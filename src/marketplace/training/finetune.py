@@ -1,0 +1,199 @@
+"""Optional fine-tuning of the top of an encoder, after its head trained on cached vectors.
+
+Off by default (``train.vision.finetune_blocks`` / ``train.text.finetune_layers`` = 0).
+With N > 0 the last N stages of the encoder and the already-trained head train together,
+end to end, through the same loop as the heads (``training.loop.fit``) with early stopping
+on val; the starting point (frozen encoder, trained head) counts as epoch 0, so fine-tuning
+is kept only where it beats it on val.
+
+- vision: photos are the cleaned canvases (``outputs/images``), held in memory as uint8 at
+  the encoder's input size; training batches get a random resized crop, a horizontal flip
+  and colour jitter (torchvision transforms v2), one draw per photo.
+- text: listing texts are tokenised once; batches carry the TF-IDF rows too, so the wide
+  part of the text model keeps training alongside.
+
+Returns the trained encoder + head and the encoder tensors that changed (the unfrozen
+stages), which travel with the model (``ClassifierPackage.encoder_tensors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from marketplace.config import TextHeadParams, VisionHeadParams
+from marketplace.models.encoders import ImageEncoder, TextEncoder
+from marketplace.models.finetune import PixelClassifier, TokenClassifier
+from marketplace.preprocessing import ImagePreprocessing
+from marketplace.training.features import SplitData
+from marketplace.training.loop import FitConfig, FitResult, fit
+
+IMAGE_PREFIX = "image_encoder."
+TEXT_PREFIX = "text_encoder."
+
+
+@dataclass
+class Finetuned:
+    """An encoder + head trained end to end, with its inputs per split for scoring."""
+
+    model: nn.Module
+    inputs: dict[str, list[Any]]  # split -> the model's inputs
+    result: FitResult
+    encoder_tensors: dict[str, torch.Tensor]  # prefixed keys, unfrozen stages only
+    stages: int
+
+    def spec(self) -> dict[str, Any]:
+        """What goes into the encoder spec under ``finetuned``."""
+        return {
+            "stages": self.stages,
+            "tensors": len(self.encoder_tensors),
+            "best_epoch": self.result.best_epoch,
+        }
+
+
+def load_pixels(
+    preprocessing: ImagePreprocessing, files: Sequence[Path], *, workers: int = 2
+) -> torch.Tensor:
+    """uint8 ``[N, 3, S, S]`` of canvases at the encoder's input size (Pillow decodes with
+    the GIL released, so threads use both cores)."""
+    if not files:
+        size = preprocessing.image_size
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return torch.stack(list(pool.map(preprocessing.pixels_from_file, files, chunksize=32)))
+
+
+def photo_augmentation(image_size: int, seed: int) -> Callable[[list[Any]], list[Any]]:
+    """Per-photo random resized crop, horizontal flip and colour jitter on uint8 batches."""
+    from torchvision.transforms import v2  # after marketplace.models' torchvision shim
+
+    transform = v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=(0.6, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        ]
+    )
+    generator = torch.Generator().manual_seed(seed)
+
+    def augment(batch: list[Any]) -> list[Any]:
+        pixels = batch[0]
+        # v2 draws from torch's global generator: seed it per batch from our own stream so
+        # a run is repeatable whatever else consumed random numbers.
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        return [torch.stack([transform(p) for p in pixels]), *batch[1:]]
+
+    return augment
+
+
+def _prefixed_epochs(
+    on_epoch: Callable[[dict[str, float]], None] | None, offset: int
+) -> Callable[[dict[str, float]], None] | None:
+    if on_epoch is None:
+        return None
+    return lambda record: on_epoch({**record, "epoch": record["epoch"] + offset})
+
+
+def finetune_vision(
+    head: nn.Module,
+    data: dict[str, SplitData],
+    images_dir: Path,
+    spec: dict[str, Any],
+    params: VisionHeadParams,
+    seed: int,
+    *,
+    epoch_offset: int = 0,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    encoder: ImageEncoder | None = None,
+) -> Finetuned:
+    """Fine-tune the last ``params.finetune_blocks`` stages of the image encoder with
+    ``head`` (trained, modified in place) on the photos of ``data`` (ids = image ids)."""
+    stages = params.finetune_blocks
+    encoder = encoder if encoder is not None else ImageEncoder(spec["encoder"])
+    encoder.freeze(stages)
+    preprocessing = ImagePreprocessing(
+        spec["canvas_size"], spec["image_size"], tuple(spec["mean"]), tuple(spec["std"])
+    )
+    model = PixelClassifier(
+        encoder, head, tuple(spec["mean"]), tuple(spec["std"]), bf16=bool(spec.get("bf16"))
+    )
+    inputs = {
+        name: [load_pixels(preprocessing, [images_dir / f"{i}.jpg" for i in part.ids])]
+        for name, part in data.items()
+    }
+    torch.manual_seed(seed)
+    result = fit(
+        model,
+        (inputs["train"], data["train"].labels),
+        (inputs["val"], data["val"].labels),
+        _config(params, seed),
+        on_epoch=_prefixed_epochs(on_epoch, epoch_offset),
+        augment=photo_augmentation(spec["image_size"], seed) if params.augment else None,
+    )
+    tensors = {IMAGE_PREFIX + k: v.contiguous() for k, v in encoder.stage_state(stages).items()}
+    return Finetuned(model.eval(), inputs, result, tensors, stages)
+
+
+def finetune_text(
+    head: nn.Module,
+    data: dict[str, SplitData],
+    texts: dict[str, list[str]],
+    spec: dict[str, Any],
+    params: TextHeadParams,
+    seed: int,
+    *,
+    epoch_offset: int = 0,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    encoder: TextEncoder | None = None,
+) -> Finetuned:
+    """Fine-tune the last ``params.finetune_layers`` transformer layers with ``head`` (a
+    trained ``TextClassifier``, modified in place); ``texts`` are the listing texts of
+    each split, row-aligned with ``data``."""
+    stages = params.finetune_layers
+    encoder = (
+        encoder
+        if encoder is not None
+        else TextEncoder(spec["encoder"], max_tokens=spec["max_tokens"])
+    )
+    encoder.freeze(stages)
+    model = TokenClassifier(encoder, head, bf16=bool(spec.get("bf16")))
+    inputs: dict[str, list[Any]] = {}
+    for name, part in data.items():
+        tokens = encoder.tokenizer(
+            list(texts[name]),
+            padding="max_length",
+            truncation=True,
+            max_length=encoder.max_tokens,
+            return_tensors="pt",
+        )
+        inputs[name] = [*part.inputs[:-1], tokens["input_ids"], tokens["attention_mask"]]
+    torch.manual_seed(seed)
+    result = fit(
+        model,
+        (inputs["train"], data["train"].labels),
+        (inputs["val"], data["val"].labels),
+        _config(params, seed),
+        on_epoch=_prefixed_epochs(on_epoch, epoch_offset),
+    )
+    tensors = {TEXT_PREFIX + k: v.contiguous() for k, v in encoder.stage_state(stages).items()}
+    return Finetuned(model.eval(), inputs, result, tensors, stages)
+
+
+def _config(params: VisionHeadParams | TextHeadParams, seed: int) -> FitConfig:
+    return FitConfig(
+        lr=params.finetune_lr,
+        weight_decay=params.weight_decay,
+        epochs=params.finetune_epochs,
+        patience=params.finetune_patience,
+        batch_size=params.finetune_batch_size,
+        seed=seed,
+        label_smoothing=params.label_smoothing,
+        eval_batch_size=64,
+        evaluate_start=True,
+    )
