@@ -109,6 +109,11 @@ def log_and_register(
     import mlflow
     from mlflow import MlflowClient
 
+    sha = package_sha256(package_dir)
+    # DVC reruns a training stage when its code changes even if the model comes out
+    # identical (training is deterministic); registering the same weights again would leave
+    # a version without an index (the index stage sees no change). Reuse the version.
+    existing = _versions_with_package(model_name, sha)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
@@ -117,14 +122,14 @@ def log_and_register(
         signature=signature(trained.package.kind),
         input_example=example,
         pip_requirements=pip_requirements(),
-        registered_model_name=model_name,
+        registered_model_name=None if existing else model_name,
     )
-    version = str(info.registered_model_version)
+    version = str(existing[0].version if existing else info.registered_model_version)
     client = MlflowClient()
     tags = {
         **tags,
         **{k: f"{v:.6g}" for k, v in trained.metrics.items()},
-        PACKAGE_SHA_TAG: package_sha256(package_dir),
+        PACKAGE_SHA_TAG: sha,
     }
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
@@ -140,17 +145,27 @@ def find_version(model_name: str, package_sha: str) -> Any:
 
     This is how a later stage (the index) finds which version the local model folder is.
     """
-    from mlflow import MlflowClient
-
-    versions = MlflowClient().search_model_versions(f"name = '{model_name}'")
-    matches = [v for v in versions if v.tags.get(PACKAGE_SHA_TAG) == package_sha]
+    matches = _versions_with_package(model_name, package_sha)
     if not matches:
         raise NotRegisteredError(
             f"no version of {model_name!r} holds this model folder (sha256 {package_sha[:12]}) "
             "in the tracking store; was it trained against another store? "
             "Rerun the training stage (dvc repro -f train_combined) to register it."
         )
-    return max(matches, key=lambda v: int(v.version))
+    return matches[0]
+
+
+def _versions_with_package(model_name: str, package_sha: str) -> list[Any]:
+    """Registered versions holding exactly this package, newest first."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        return []
+    matches = [v for v in versions if v.tags.get(PACKAGE_SHA_TAG) == package_sha]
+    return sorted(matches, key=lambda v: -int(v.version))
 
 
 def logged_model_id(version: Any) -> str:
