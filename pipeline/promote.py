@@ -13,6 +13,7 @@ derived file. The API picks the change up on ``POST /admin/reload`` (or by polli
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         gate = params.promote
         if args.kind != "combined":  # only the served (combined) model carries an index
-            gate = type(gate)(gate.alias, gate.metric, gate.tolerance, require_index=False)
+            gate = dataclasses.replace(gate, require_index=False)
         setup_tracking()
         client = MlflowClient()
         name = getattr(params.registry, args.kind)

@@ -169,6 +169,12 @@ class ProductIndex:
     def position(self, product_id: str) -> int | None:
         return self._position.get(product_id)
 
+    def has_image(self, position: int) -> bool:
+        return bool(self._has_image[position])
+
+    def category(self, position: int) -> str:
+        return str(self._category[position])
+
     def record(self, position: int) -> dict[str, Any]:
         return dict(self._records[position])
 
@@ -345,8 +351,7 @@ def precision_at_k(
     photo_mask = index.allowed(require_image=True) if kind == "image" else None
     for position in queries:
         stored = index.vector(position)
-        has_photo = bool(index._has_image[position])
-        if kind != "text" and not has_photo:
+        if kind != "text" and not index.has_image(position):
             continue
         query = query_vector(
             stored[:half] if kind != "image" else None,
@@ -354,8 +359,8 @@ def precision_at_k(
             half,
         )
         results = index.search(query, k, mask=photo_mask, exclude=position)
-        category = index._category[position]
-        hits += sum(index._category[p] == category for p, _ in results)
+        category = index.category(position)
+        hits += sum(index.category(p) == category for p, _ in results)
         total += len(results)
         used += 1
     return (hits / total if total else float("nan")), used
