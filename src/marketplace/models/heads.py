@@ -52,7 +52,7 @@ class SparseLinear(nn.Module):
 
     def __init__(self, n_features: int, out_features: int) -> None:
         super().__init__()
-        self.bag = nn.EmbeddingBag(n_features, out_features, mode="sum")
+        self.bag = nn.EmbeddingBag(n_features, out_features, mode="sum", sparse=True)
         nn.init.zeros_(self.bag.weight)
         self.bias = nn.Parameter(torch.zeros(out_features))
 
