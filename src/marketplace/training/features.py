@@ -96,14 +96,12 @@ def product_image_vectors(
     products: pd.DataFrame, images: EmbeddingSet
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean image embedding per product (zeros without photos) and a has-image flag."""
-    out = np.zeros((len(products), images.dim), dtype=np.float32)
-    has = np.zeros(len(products), dtype=np.float32)
-    for i, ids in enumerate(products["image_ids"]):
-        vectors, found = images.lookup(ids) if ids else (None, np.zeros(0, bool))
-        if found.any():
-            out[i] = vectors[found].mean(axis=0)
-            has[i] = 1.0
-    return out, has
+    owners = np.repeat(np.arange(len(products)), [len(ids) for ids in products["image_ids"]])
+    vectors, found = images.lookup([i for ids in products["image_ids"] for i in ids])
+    sums = np.zeros((len(products), images.dim), dtype=np.float32)
+    np.add.at(sums, owners[found], vectors[found])
+    counts = np.bincount(owners[found], minlength=len(products)).astype(np.float32)
+    return sums / np.maximum(counts, 1)[:, None], (counts > 0).astype(np.float32)
 
 
 def tfidf_rows(
