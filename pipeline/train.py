@@ -22,7 +22,12 @@ from marketplace.data.split import read_split
 from marketplace.io import write_json
 from marketplace.models.classifier import KINDS
 from marketplace.models.embedding import EmbeddingSet
-from marketplace.registry import example_from_catalogue, log_trained, training_run
+from marketplace.registry import (
+    example_from_catalogue,
+    log_trained,
+    preload_encoders,
+    training_run,
+)
 from marketplace.training.metrics import write_run_reports
 from marketplace.training.train import train_classifier
 
@@ -41,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         listings = pd.read_parquet(paths.LISTINGS_FILE)
         images = EmbeddingSet.load(paths.IMAGE_EMBEDDINGS_FILE) if kind != "text" else None
         texts = EmbeddingSet.load(paths.TEXT_EMBEDDINGS_FILE) if kind != "vision" else None
+        # The model check at logging time needs the pretrained encoders: load them now, on a
+        # thread, while the head trains (not for an encoder this run fine-tunes).
+        tuned_image = kind == "vision" and params.train.vision.finetune_blocks > 0
+        tuned_text = kind == "text" and params.train.text.finetune_layers > 0
+        preload_encoders(
+            images.spec if images is not None and not tuned_image else None,
+            texts.spec if texts is not None and not tuned_text else None,
+        )
         with training_run(kind, params) as on_epoch:
             trained = train_classifier(
                 kind,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +27,7 @@ from marketplace.index import package_sha256
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 from marketplace.training.train import TrainedModel
 
+log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
 PACKAGE_ARTIFACT = "package"  # the classifier folder, inside the logged model's artifacts
 INDEX_ARTIFACT = "index"  # the FAISS index folder, beside it (combined model only)
@@ -98,6 +101,32 @@ def example_from_catalogue(kind: str, listings: pd.DataFrame, images_dir: Path) 
     return pd.DataFrame([example])
 
 
+def preload_encoders(
+    image_spec: dict[str, Any] | None, text_spec: dict[str, Any] | None
+) -> threading.Thread:
+    """Load the pretrained encoders named by the specs on a background thread.
+
+    Logging a model makes MLflow load it to validate the input example, which loads its
+    encoders (and imports transformers): seconds that a training stage can spend while its
+    head trains instead. They land in the process-wide cache that ``ListingClassifier``
+    takes pretrained encoders from. Failures are left for that later load to report.
+    """
+    from marketplace.models.encoders import shared_image_encoder, shared_text_encoder
+
+    def load() -> None:
+        try:
+            if image_spec is not None:
+                shared_image_encoder(image_spec["encoder"])
+            if text_spec is not None:
+                shared_text_encoder(text_spec["encoder"], text_spec["max_tokens"])
+        except Exception:  # reported by the load that needs them
+            log.debug("preloading encoders failed", exc_info=True)
+
+    thread = threading.Thread(target=load, name="preload-encoders", daemon=True)
+    thread.start()
+    return thread
+
+
 def log_and_register(
     trained: TrainedModel,
     package_dir: Path,
@@ -122,18 +151,21 @@ def log_and_register(
         signature=signature(trained.package.kind),
         input_example=example,
         pip_requirements=pip_requirements(),
-        registered_model_name=None if existing else model_name,
     )
-    version = str(existing[0].version if existing else info.registered_model_version)
-    client = MlflowClient()
-    tags = {
+    version_tags = {
         **tags,
         **{k: f"{v:.6g}" for k, v in trained.metrics.items()},
         PACKAGE_SHA_TAG: sha,
     }
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
-    return version
+    if existing:
+        version = str(existing[0].version)
+        client = MlflowClient()
+        for key, value in version_tags.items():
+            client.set_model_version_tag(model_name, version, key, value)
+        return version
+    # Registered with its tags in one call (not one store round trip per tag).
+    registered = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
+    return str(registered.version)
 
 
 class NotRegisteredError(StageError, LookupError):

@@ -25,7 +25,13 @@ from torch import nn
 
 from marketplace.data.labels import LabelMap
 from marketplace.models.embedding import inference_context
-from marketplace.models.encoders import ImageEncoder, TextEncoder, load_encoder_state
+from marketplace.models.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    load_encoder_state,
+    shared_image_encoder,
+    shared_text_encoder,
+)
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
 from marketplace.models.tfidf import HashedTfidf, TfidfConfig
 from marketplace.preprocessing import ImagePreprocessing, listing_text
@@ -159,20 +165,25 @@ class ListingClassifier:
         self.preprocessing: ImagePreprocessing | None = None
         if package.image_spec is not None:
             spec = package.image_spec
-            self.image_encoder = ImageEncoder(spec["encoder"]).eval()
             overrides = package.encoder_overrides(ENCODER_PREFIXES[0])
-            if overrides:
+            if overrides:  # a fine-tuned encoder: its own copy
+                self.image_encoder = ImageEncoder(spec["encoder"]).eval()
                 load_encoder_state(self.image_encoder, overrides)
+            else:  # the pretrained one, shared with other classifiers of this process
+                self.image_encoder = shared_image_encoder(spec["encoder"])
             self.preprocessing = ImagePreprocessing(
                 spec["canvas_size"], spec["image_size"], tuple(spec["mean"]), tuple(spec["std"])
             )
         self.text_encoder: TextEncoder | None = None
         if package.text_spec is not None:
             spec = package.text_spec
-            self.text_encoder = TextEncoder(spec["encoder"], max_tokens=spec["max_tokens"]).eval()
             overrides = package.encoder_overrides(ENCODER_PREFIXES[1])
             if overrides:
+                self.text_encoder = TextEncoder(spec["encoder"], max_tokens=spec["max_tokens"])
+                self.text_encoder.eval()
                 load_encoder_state(self.text_encoder, overrides)
+            else:
+                self.text_encoder = shared_text_encoder(spec["encoder"], spec["max_tokens"])
 
     @classmethod
     def load(cls, folder: Path) -> ListingClassifier:

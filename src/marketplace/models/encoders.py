@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,32 @@ class TextEncoder(nn.Module):
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings of a batch of texts (no gradient tracking is set up here)."""
         return self(**self.tokenize(texts))
+
+
+_SHARED: dict[tuple[str, ...], nn.Module] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_image_encoder(name: str) -> ImageEncoder:
+    """A pretrained image encoder in eval mode, loaded once per process and shared.
+
+    For inference only (never train or modify it): several classifiers of one process
+    (the API, a training stage validating its logged model) then load it once.
+    """
+    with _SHARED_LOCK:
+        key = ("image", name)
+        if key not in _SHARED:
+            _SHARED[key] = ImageEncoder(name).eval()
+        return _SHARED[key]  # type: ignore[return-value]
+
+
+def shared_text_encoder(name: str, max_tokens: int) -> TextEncoder:
+    """A pretrained text encoder in eval mode, loaded once per process and shared."""
+    with _SHARED_LOCK:
+        key = ("text", name, str(max_tokens))
+        if key not in _SHARED:
+            _SHARED[key] = TextEncoder(name, max_tokens=max_tokens).eval()
+        return _SHARED[key]  # type: ignore[return-value]
 
 
 def _freeze_all_but_last(

@@ -47,12 +47,14 @@ class SparseLinear(nn.Module):
 
     Takes scipy CSR rows, whose layout is exactly an ``EmbeddingBag`` call (column indices,
     row offsets, values as per-sample weights): only the non-zero entries of a batch are
-    read, so half a million input features cost no more than the words present.
+    read, so half a million input features cost no more than the words present. Its
+    gradient is sparse too (the rows of the batch's n-grams), and the training loop
+    updates those rows only (lazy Adam).
     """
 
     def __init__(self, n_features: int, out_features: int) -> None:
         super().__init__()
-        self.bag = nn.EmbeddingBag(n_features, out_features, mode="sum")
+        self.bag = nn.EmbeddingBag(n_features, out_features, mode="sum", sparse=True)
         nn.init.zeros_(self.bag.weight)
         self.bias = nn.Parameter(torch.zeros(out_features))
 

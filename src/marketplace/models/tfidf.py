@@ -58,17 +58,28 @@ class HashedTfidf:
 
     def fit(self, texts: list[str]) -> HashedTfidf:
         """Smoothed IDF, as sklearn's ``TfidfTransformer(smooth_idf=True)``."""
+        self._fit_counts(self._counts(texts))
+        return self
+
+    def fit_transform(self, texts: list[str]) -> sparse.csr_matrix:
+        """``fit(texts)`` then ``transform(texts)``, hashing the texts once."""
         counts = self._counts(texts)
+        self._fit_counts(counts)
+        return self._weigh(counts)
+
+    def _fit_counts(self, counts: sparse.csr_matrix) -> None:
         document_frequency = np.bincount(counts.indices, minlength=self.config.n_features)
         n = counts.shape[0]
         self.idf = (np.log((1 + n) / (1 + document_frequency)) + 1).astype(np.float32)
-        return self
 
     def transform(self, texts: list[str]) -> sparse.csr_matrix:
         """``[len(texts), n_features]`` float32 CSR rows with unit L2 norm."""
         if self.idf is None:
             raise RuntimeError("HashedTfidf.transform before fit")
-        counts = self._counts(texts).astype(np.float32)
+        return self._weigh(self._counts(texts))
+
+    def _weigh(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
+        counts = counts.astype(np.float32)
         counts.data = 1.0 + np.log(counts.data)  # sublinear term frequency
         weighted = counts.multiply(self.idf).tocsr()
         norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1))).ravel()

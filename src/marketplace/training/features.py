@@ -96,26 +96,42 @@ def product_image_vectors(
     products: pd.DataFrame, images: EmbeddingSet
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean image embedding per product (zeros without photos) and a has-image flag."""
-    out = np.zeros((len(products), images.dim), dtype=np.float32)
-    has = np.zeros(len(products), dtype=np.float32)
-    for i, ids in enumerate(products["image_ids"]):
-        vectors, found = images.lookup(ids) if ids else (None, np.zeros(0, bool))
-        if found.any():
-            out[i] = vectors[found].mean(axis=0)
-            has[i] = 1.0
-    return out, has
+    owners = np.repeat(np.arange(len(products)), [len(ids) for ids in products["image_ids"]])
+    vectors, found = images.lookup([i for ids in products["image_ids"] for i in ids])
+    sums = np.zeros((len(products), images.dim), dtype=np.float32)
+    np.add.at(sums, owners[found], vectors[found])
+    counts = np.bincount(owners[found], minlength=len(products)).astype(np.float32)
+    return sums / np.maximum(counts, 1)[:, None], (counts > 0).astype(np.float32)
+
+
+def tfidf_rows(
+    products: pd.DataFrame, tfidf: HashedTfidf, splits: dict[str, list[str]]
+) -> dict[str, Any]:
+    """Fit ``tfidf`` on the training products' texts; their TF-IDF rows per split.
+
+    The training texts are hashed once (``fit_transform``), not once to fit and again to
+    transform: hashing character n-grams is most of the featurisation time.
+    """
+    out = {"train": tfidf.fit_transform(list(products.loc[splits["train"], "text"]))}
+    for name in SPLITS:
+        if name != "train":
+            out[name] = tfidf.transform(list(products.loc[splits[name], "text"]))
+    return out
 
 
 def text_data(
-    products: pd.DataFrame, texts: EmbeddingSet, tfidf: HashedTfidf, splits: dict[str, list[str]]
+    products: pd.DataFrame,
+    texts: EmbeddingSet,
+    rows: dict[str, Any],
+    splits: dict[str, list[str]],
 ) -> dict[str, SplitData]:
-    """Per split: hashed TF-IDF rows and sentence embeddings of each product."""
+    """Per split: hashed TF-IDF rows (``tfidf_rows``) and sentence embeddings of each product."""
     out = {}
     for name in SPLITS:
         part = products.loc[splits[name]]
         vectors, _ = texts.lookup(list(part.index))
         out[name] = SplitData(
-            [tfidf.transform(list(part["text"])), torch.from_numpy(vectors)],
+            [rows[name], torch.from_numpy(vectors)],
             torch.tensor(part["label"].to_numpy(), dtype=torch.long),
             list(part.index),
         )
@@ -126,7 +142,7 @@ def combined_data(
     products: pd.DataFrame,
     images: EmbeddingSet,
     texts: EmbeddingSet,
-    tfidf: HashedTfidf,
+    rows: dict[str, Any],
     prices: PriceScaler,
     splits: dict[str, list[str]],
 ) -> dict[str, SplitData]:
@@ -139,7 +155,7 @@ def combined_data(
         extra = prices.transform(list(part["price"]))
         out[name] = SplitData(
             [
-                tfidf.transform(list(part["text"])),
+                rows[name],
                 torch.from_numpy(image_vectors),
                 torch.from_numpy(has_image),
                 torch.from_numpy(text_vectors),

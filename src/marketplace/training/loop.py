@@ -93,9 +93,28 @@ def fit(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     (train_inputs, train_labels), (val_inputs, val_labels) = train, val
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
+    # Embedding tables with sparse gradients (the TF-IDF weights of the wide parts, half a
+    # million rows) take lazy Adam: a step touches only the rows of the batch's n-grams,
+    # not all of them. Everything else takes AdamW, fused (one kernel per tensor).
+    sparse_ids = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.EmbeddingBag) and m.sparse
+        for p in m.parameters()
+    }
+    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
+    sparse = [p for p in model.parameters() if p.requires_grad and id(p) in sparse_ids]
+    optimisers: list[torch.optim.Optimizer] = []
+    if dense:
+        optimisers.append(
+            torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        )
+    if sparse:
+        optimisers.append(torch.optim.SparseAdam(sparse, lr=config.lr))
+    schedulers = [
+        torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(config.epochs, 1))
+        for o in optimisers
+    ]
     history: list[dict[str, float]] = []
     best_state = copy.deepcopy(model.state_dict())
     best_accuracy, best_loss, best_epoch, stale = -1.0, math.inf, 0, 0
@@ -114,12 +133,15 @@ def fit(
                 batch = augment(batch)
             logits = model(*batch)
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-            optimiser.zero_grad(set_to_none=True)
+            for optimiser in optimisers:
+                optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            optimiser.step()
+            for optimiser in optimisers:
+                optimiser.step()
             total_loss += loss.item() * len(rows)
             correct += int((logits.argmax(1) == labels).sum())
-        scheduler.step()
+        for scheduler in schedulers:
+            scheduler.step()
         val_loss, val_accuracy = _evaluate(model, val_inputs, val_labels, config.eval_batch_size)
         record = {
             "epoch": float(epoch),

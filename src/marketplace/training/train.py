@@ -30,6 +30,7 @@ from marketplace.training.features import (
     combined_data,
     products_table,
     text_data,
+    tfidf_rows,
     vision_data,
 )
 from marketplace.training.finetune import Finetuned, finetune_text, finetune_vision
@@ -100,10 +101,10 @@ def train_classifier(
     elif kind in ("text", "combined"):
         assert texts is not None
         tfidf = HashedTfidf(TfidfConfig(params.tfidf.word_buckets, params.tfidf.char_buckets))
-        tfidf.fit(list(products.loc[splits["train"], "text"]))
+        rows = tfidf_rows(products, tfidf, splits)
         if kind == "text":
             head_params = params.text
-            data = text_data(products, texts, tfidf, splits)
+            data = text_data(products, texts, rows, splits)
             arguments = {
                 "tfidf_features": tfidf.config.n_features,
                 "text_dim": texts.dim,
@@ -116,7 +117,7 @@ def train_classifier(
             assert images is not None
             head_params = params.combined
             prices = PriceScaler.fit(list(products.loc[splits["train"], "price"]))
-            data = combined_data(products, images, texts, tfidf, prices, splits)
+            data = combined_data(products, images, texts, rows, prices, splits)
             arguments = {
                 "tfidf_features": tfidf.config.n_features,
                 "image_dim": images.dim,
