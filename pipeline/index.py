@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_tracking()
         version = find_version(name, sha)
         products = products_table(pd.read_parquet(paths.LISTINGS_FILE))
-        index = index_catalogue(
+        split = read_split(paths.SPLIT_DIR)
+        index, tuning = index_catalogue(
             package,
             products,
             EmbeddingSet.load(paths.TEXT_EMBEDDINGS_FILE),
@@ -56,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             model_name=name,
             model_version=version.version,
             package_sha=sha,
+            tune_ids=split["val"],
         )
         index.save(paths.INDEX_DIR)
         metrics = {
             "size": float(len(index)),
             "with_image": float(index.meta.with_image),
-            **evaluate_index(index, read_split(paths.SPLIT_DIR)["test"], params.index.eval_k),
+            **tuning,
+            **evaluate_index(index, split["test"], params.index.eval_k),
         }
         with (
             pipeline_parent_run(),

@@ -180,6 +180,16 @@ class IndexParams:
     ef_search: int  # HNSW: candidate list size per query
     ef_construction: int  # HNSW: candidate list size while building
     eval_k: int  # precision@k of same-category neighbours, reported per query kind
+    # Photo-and-text queries score w * cos(text) + (1 - w) * cos(photo); the index stage
+    # keeps the w of these with the best precision@k on the validation products.
+    text_weights: tuple[float, ...]
+    neighbours: int  # "more like this" lists precomputed per product; 0: search per request
+
+    def __post_init__(self) -> None:
+        if not self.text_weights or not all(0.0 <= w <= 1.0 for w in self.text_weights):
+            raise ValueError("index.text_weights: one or more weights in [0, 1]")
+        if self.neighbours < 0:
+            raise ValueError("index.neighbours must be >= 0")
 
 
 @dataclass(frozen=True)

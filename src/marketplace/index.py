@@ -10,12 +10,19 @@ Queries are built to match, and the inner product then gives a cosine per modali
 
 - text only: ``[t, 0]``: score = cos(text, text) against every product;
 - photo only: ``[0, i]``: score = cos(image, image), over products that have a photo;
-- photo and text: ``[t, i] / 2``: score = the mean of both cosines; a product without a
-  photo counts as image cosine 0, so listings whose photo *and* text match rank first.
+- photo and text: ``[w t, (1 - w) i]``: score = ``w`` cos(text) + ``(1 - w)`` cos(image);
+  a product without a photo counts as image cosine 0, so listings whose photo *and* text
+  match rank first. The text weight ``w`` is chosen by the index stage on the validation
+  products (``index.text_weights``) and recorded in the index, so serving uses the same.
 
-The index folder (``index.faiss``, ``products.parquet``, ``index.json``) records the
-registered model version and the SHA-256 of the classifier package that built it;
-``ProductIndex.load`` refuses it for any other model.
+"More like this" for a catalogue product is the photo-and-text query of its own stored
+vector. Those lists do not change until the index is rebuilt, so the index stage
+precomputes the top ``index.neighbours`` of every product (one batched search) and the
+unfiltered lookups are an array read; filtered ones, or a larger k, search.
+
+The index folder (``index.faiss``, ``products.parquet``, ``index.json``, and
+``neighbours.npz``) records the registered model version and the SHA-256 of the classifier
+package that built it; ``ProductIndex.load`` refuses it for any other model.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ INDEX_FORMAT = 1
 INDEX_FILE = "index.faiss"
 PRODUCTS_FILE = "products.parquet"
 META_FILE = "index.json"
+NEIGHBOURS_FILE = "neighbours.npz"
 RECORD_COLUMNS = ("product_id", "title", "price", "category", "location", "image_id")
 QUERY_KINDS = ("text", "image", "image+text")
 
@@ -84,13 +92,17 @@ def catalogue_vectors(text: np.ndarray, image: np.ndarray, has_image: np.ndarray
     return np.concatenate([text, image * has_image[:, None].astype(np.float32)], axis=1)
 
 
-def query_vector(text: np.ndarray | None, image: np.ndarray | None, half: int) -> np.ndarray:
-    """``[t, 0]``, ``[0, i]`` or ``[t, i] / 2`` (see the module docstring), shape ``[2H]``."""
+def query_vector(
+    text: np.ndarray | None, image: np.ndarray | None, half: int, text_weight: float = 0.5
+) -> np.ndarray:
+    """``[t, 0]``, ``[0, i]`` or ``[w t, (1 - w) i]`` (see the module docstring), ``[2H]``."""
     if text is None and image is None:
         raise ValueError("a query needs a text, a photo, or both")
+    both = text is not None and image is not None
     zeros = np.zeros(half, dtype=np.float32)
-    vector = np.concatenate([zeros if text is None else text, zeros if image is None else image])
-    return (vector / (2.0 if text is not None and image is not None else 1.0)).astype(np.float32)
+    t = zeros if text is None else text * (text_weight if both else 1.0)
+    i = zeros if image is None else image * (1.0 - text_weight if both else 1.0)
+    return np.concatenate([t, i]).astype(np.float32)
 
 
 def query_kind(has_text: bool, has_image: bool) -> str:
@@ -115,6 +127,8 @@ class IndexMeta:
     with_image: int
     space: str
     built_at: str
+    text_weight: float = 0.5  # w of photo-and-text queries (chosen on validation products)
+    neighbours: int = 0  # "more like this" lists precomputed per product (0: none)
 
 
 def build_faiss(
@@ -140,10 +154,22 @@ def build_faiss(
 class ProductIndex:
     """The catalogue's FAISS index with its product records; search with filters."""
 
-    def __init__(self, index: faiss.Index, products: pd.DataFrame, meta: IndexMeta) -> None:
+    def __init__(
+        self,
+        index: faiss.Index,
+        products: pd.DataFrame,
+        meta: IndexMeta,
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         if index.ntotal != len(products):
             raise ValueError(f"index has {index.ntotal} vectors for {len(products)} products")
+        if neighbours is not None and neighbours[0].shape != (len(products), meta.neighbours):
+            raise ValueError(
+                f"neighbour lists of shape {neighbours[0].shape} for {len(products)} products "
+                f"x {meta.neighbours}"
+            )
         self.index = index
+        self._neighbours = neighbours
         self.meta = meta
         self.products = products.reset_index(drop=True)
         self._ids = self.products["product_id"].to_numpy(dtype=object)
@@ -184,10 +210,52 @@ class ProductIndex:
 
     def product_query(self, position: int) -> np.ndarray:
         """The query a listing itself would make: its text and, if any, its photo."""
-        stored = self.vector(position)
-        if not self._has_image[position]:
-            return stored
-        return (stored / 2.0).astype(np.float32)
+        return self._product_queries(self.vector(position)[None], np.array([position]))[0]
+
+    def _product_queries(self, stored: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Product queries from stored vectors: both halves weighted where there is a photo."""
+        w = self.meta.text_weight
+        weights = np.where(self._has_image[positions, None], [w, 1.0 - w], [1.0, 0.0])
+        scale = np.repeat(weights.astype(np.float32), self.half, axis=1)
+        return (stored * scale).astype(np.float32)
+
+    def with_text_weight(self, text_weight: float) -> ProductIndex:
+        """The same index answering photo-and-text queries with another text weight."""
+        from dataclasses import replace
+
+        meta = replace(self.meta, text_weight=float(text_weight), neighbours=0)
+        return ProductIndex(self.index, self.products, meta)
+
+    def precompute_neighbours(self, k: int, batch: int = 2048) -> ProductIndex:
+        """This index with every product's top ``k`` "more like this" list (itself excluded).
+
+        One batched search over all products (FAISS uses a matrix product for a batch), so
+        the API's most frequent query becomes an array read.
+        """
+        from dataclasses import replace
+
+        n = len(self)
+        k = min(k, n - 1)
+        positions = np.full((n, k), -1, dtype=np.int32)
+        scores = np.zeros((n, k), dtype=np.float32)
+        for start in range(0, n, batch):
+            rows = np.arange(start, min(start + batch, n))
+            queries = self._product_queries(self.index.reconstruct_n(start, len(rows)), rows)
+            found_scores, found = self.index.search(queries, k + 1, params=self._params)
+            for row, (hit, score) in enumerate(zip(found, found_scores, strict=True)):
+                keep = (hit >= 0) & (hit != rows[row])  # drop the product itself
+                hit, score = hit[keep][:k], score[keep][:k]
+                positions[rows[row], : len(hit)] = hit
+                scores[rows[row], : len(hit)] = score
+        meta = replace(self.meta, neighbours=k)
+        return ProductIndex(self.index, self.products, meta, (positions, scores))
+
+    def neighbours(self, position: int, k: int) -> list[tuple[int, float]] | None:
+        """The precomputed top ``k`` of a product, or ``None`` if not precomputed that deep."""
+        if self._neighbours is None or k > self.meta.neighbours:
+            return None
+        hits, scores = self._neighbours[0][position, :k], self._neighbours[1][position, :k]
+        return [(int(p), float(s)) for p, s in zip(hits, scores, strict=True) if p >= 0]
 
     def _search_parameters(self, selector: faiss.IDSelector | None) -> Any:
         factory = self.meta.factory
@@ -253,6 +321,9 @@ class ProductIndex:
         faiss.write_index(self.index, str(folder / INDEX_FILE))
         self.products.to_parquet(folder / PRODUCTS_FILE, index=False)
         (folder / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2) + "\n")
+        if self._neighbours is not None:
+            positions, scores = self._neighbours
+            np.savez(folder / NEIGHBOURS_FILE, positions=positions, scores=scores)
 
     @classmethod
     def load(
@@ -281,7 +352,11 @@ class ProductIndex:
                 f"({meta.package_sha256[:12]}, loaded {package_sha[:12]})"
             )
         index = faiss.read_index(str(folder / INDEX_FILE))
-        return cls(index, pd.read_parquet(folder / PRODUCTS_FILE), meta)
+        neighbours = None
+        if meta.neighbours:
+            with np.load(folder / NEIGHBOURS_FILE) as stored:
+                neighbours = (stored["positions"], stored["scores"])
+        return cls(index, pd.read_parquet(folder / PRODUCTS_FILE), meta, neighbours)
 
 
 def catalogue_records(products: pd.DataFrame) -> pd.DataFrame:
@@ -357,6 +432,7 @@ def precision_at_k(
             stored[:half] if kind != "image" else None,
             stored[half:] if kind != "text" else None,
             half,
+            index.meta.text_weight,
         )
         results = index.search(query, k, mask=photo_mask, exclude=position)
         category = index.category(position)
@@ -385,12 +461,15 @@ def index_catalogue(
     model_name: str,
     model_version: str,
     package_sha: str,
-) -> ProductIndex:
+    tune_ids: Sequence[str] = (),
+) -> tuple[ProductIndex, dict[str, float]]:
     """The index of a catalogue (``training.features.products_table``) from cached embeddings.
 
     The embed stages ran the very encoders the model names (checked against its specs), so
     the cached vectors are what the registered encoder would produce; only the model's
-    branch layers run here.
+    branch layers run here. The photo-and-text weight is chosen on ``tune_ids`` (the
+    validation products; the first of ``params.text_weights`` without them) and the "more
+    like this" lists are precomputed. Returns the index and the tuning figures.
     """
     from marketplace.training.features import product_image_vectors
 
@@ -400,7 +479,7 @@ def index_catalogue(
     if not found.all():
         raise ValueError(f"{int((~found).sum())} products have no text embedding")
     image, has_image = product_image_vectors(products, image_embeddings)
-    return build_product_index(
+    index = build_product_index(
         package,
         catalogue_records(products),
         text,
@@ -414,6 +493,29 @@ def index_catalogue(
         ef_search=params.ef_search,
         ef_construction=params.ef_construction,
     )
+    index, tuning = tune_text_weight(index, tune_ids, params.eval_k, params.text_weights)
+    if params.neighbours:
+        index = index.precompute_neighbours(params.neighbours)
+    return index, tuning
+
+
+def tune_text_weight(
+    index: ProductIndex, query_ids: Sequence[str], k: int, weights: Sequence[float]
+) -> tuple[ProductIndex, dict[str, float]]:
+    """The index with the photo-and-text weight of best precision@k over ``query_ids``.
+
+    Pass validation products, never test ones: the test figures are reported afterwards.
+    Ties go to the weight nearest 0.5 (both modalities count equally).
+    """
+    positions = [p for p in (index.position(i) for i in query_ids) if p is not None]
+    if len(weights) == 1 or not positions:
+        return index.with_text_weight(weights[0]), {"text_weight": float(weights[0])}
+    precision = {
+        w: precision_at_k(index.with_text_weight(w), positions, k, "image+text")[0] for w in weights
+    }
+    best = max(weights, key=lambda w: (precision[w], -abs(w - 0.5)))
+    figures = {f"val_precision_at_{k}_image_text_w{w:g}": p for w, p in precision.items()}
+    return index.with_text_weight(best), {"text_weight": float(best), **figures}
 
 
 def evaluate_index(index: ProductIndex, query_ids: Sequence[str], k: int) -> dict[str, float]:

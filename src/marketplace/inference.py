@@ -194,7 +194,10 @@ class Marketplace:
             image_vec = self.classifier.image_embeddings([image])[0].numpy()
         t, i = branch_vectors(self.classifier.package, text_vec, image_vec)
         vector = query_vector(
-            None if t is None else t[0], None if i is None else i[0], self.index.half
+            None if t is None else t[0],
+            None if i is None else i[0],
+            self.index.half,
+            self.index.meta.text_weight,
         )
         return vector, query_kind(t is not None, i is not None)
 
@@ -226,7 +229,10 @@ class Marketplace:
         mask = self.index.allowed(
             category=filters.category, min_price=filters.min_price, max_price=filters.max_price
         )
-        hits = self.index.search(self.index.product_query(position), k, mask=mask, exclude=position)
+        hits = self.index.neighbours(position, k) if mask is None else None
+        if hits is None:  # filtered, or deeper than the precomputed lists
+            query = self.index.product_query(position)
+            hits = self.index.search(query, k, mask=mask, exclude=position)
         return self._records(hits)
 
     def _records(self, hits: list[tuple[int, float]]) -> list[dict[str, Any]]:

@@ -158,7 +158,7 @@ def _register(root: Path, listings, splits, images, texts, *, seed: int, index: 
         version = log_and_register(trained, model_dir, MODEL, example, {"stage": "test"})
     if index:
         sha = package_sha256(model_dir)
-        built = index_catalogue(
+        built, _ = index_catalogue(
             trained.package,
             products_table(listings),
             texts,
@@ -167,6 +167,7 @@ def _register(root: Path, listings, splits, images, texts, *, seed: int, index: 
             model_name=MODEL,
             model_version=version,
             package_sha=sha,
+            tune_ids=splits["val"],
         )
         built.save(root / f"index-{seed}")
         attach_index(

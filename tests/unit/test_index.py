@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from marketplace.index import (
     catalogue_vectors,
     precision_at_k,
     query_vector,
+    tune_text_weight,
 )
 
 HALF = 8
@@ -27,13 +29,15 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _index(factory: str = "Flat", n: int = 60) -> ProductIndex:
+def _index(
+    factory: str = "Flat", n: int = 60, text_noise: float = 0.3, image_noise: float = 0.3
+) -> ProductIndex:
     """Three well-separated categories; every fourth product has no photo."""
     rng = np.random.default_rng(0)
     centres_t, centres_i = _unit(rng, 3) * 4, _unit(rng, 3) * 4
     labels = np.arange(n) % 3
-    text = centres_t[labels] + rng.normal(size=(n, HALF)).astype(np.float32) * 0.3
-    image = centres_i[labels] + rng.normal(size=(n, HALF)).astype(np.float32) * 0.3
+    text = centres_t[labels] + rng.normal(size=(n, HALF)).astype(np.float32) * text_noise
+    image = centres_i[labels] + rng.normal(size=(n, HALF)).astype(np.float32) * image_noise
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     image /= np.linalg.norm(image, axis=1, keepdims=True)
     has_image = (np.arange(n) % 4 != 0).astype(np.float32)
@@ -63,6 +67,17 @@ def test_query_vectors_live_in_their_half() -> None:
     assert np.allclose(both, np.concatenate([t, i]) / 2)
     with pytest.raises(ValueError, match="a text, a photo, or both"):
         query_vector(None, None, HALF)
+    weighted = query_vector(t, i, HALF, text_weight=0.8)
+    assert np.allclose(weighted, np.concatenate([0.8 * t, 0.2 * i]))
+    assert np.allclose(query_vector(t, None, HALF, text_weight=0.8)[:HALF], t)  # alone: 1
+
+
+def test_product_query_weights_only_products_with_a_photo() -> None:
+    index = _index().with_text_weight(0.7)
+    with_photo, without = index.vector(1), index.vector(0)  # every fourth has no photo
+    assert np.allclose(index.product_query(1)[:HALF], 0.7 * with_photo[:HALF])
+    assert np.allclose(index.product_query(1)[HALF:], 0.3 * with_photo[HALF:])
+    assert np.allclose(index.product_query(0), without)
 
 
 def test_scores_are_per_modality_cosines() -> None:
@@ -112,3 +127,45 @@ def test_round_trip_and_refusing_another_model(tmp_path: Path) -> None:
         ProductIndex.load(tmp_path, model_version="4")
     with pytest.raises(IndexMismatchError, match="different classifier package"):
         ProductIndex.load(tmp_path, package_sha="def")
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW8"])
+def test_precomputed_neighbours_are_the_search_results(factory: str, tmp_path: Path) -> None:
+    index = _index(factory).with_text_weight(0.6).precompute_neighbours(12)
+    assert index.meta.neighbours == 12
+    for position in range(len(index)):
+        searched = index.search(index.product_query(position), 12, exclude=position)
+        stored = index.neighbours(position, 12)
+        assert stored is not None and position not in [p for p, _ in stored]
+        assert [p for p, _ in stored] == [p for p, _ in searched]
+        assert np.allclose([s for _, s in stored], [s for _, s in searched], atol=1e-5)
+    assert index.neighbours(0, 13) is None  # deeper than precomputed: the caller searches
+    index.save(tmp_path)
+    loaded = ProductIndex.load(tmp_path)
+    assert loaded.meta.text_weight == 0.6
+    assert loaded.neighbours(5, 4) == index.neighbours(5, 4)
+
+
+def test_an_index_without_the_newer_fields_still_loads(tmp_path: Path) -> None:
+    index = _index()
+    index.save(tmp_path)
+    raw = json.loads((tmp_path / "index.json").read_text())
+    del raw["text_weight"], raw["neighbours"]
+    (tmp_path / "index.json").write_text(json.dumps(raw))
+    loaded = ProductIndex.load(tmp_path)
+    assert loaded.meta.text_weight == 0.5 and loaded.neighbours(1, 1) is None
+
+
+def test_text_weight_is_chosen_by_precision_on_the_given_products() -> None:
+    index = _index(text_noise=2.0, image_noise=10.0)  # the photos are mostly noise
+    ids = [f"p{i}" for i in range(60)]
+    tuned, figures = tune_text_weight(index, ids, 5, [0.5, 0.9])
+    precision = {
+        w: precision_at_k(index.with_text_weight(w), list(range(60)), 5, "image+text")[0]
+        for w in (0.5, 0.9)
+    }
+    assert precision[0.9] > precision[0.5]
+    assert tuned.meta.text_weight == figures["text_weight"] == 0.9
+    assert figures["val_precision_at_5_image_text_w0.9"] == precision[0.9]
+    fixed, figures = tune_text_weight(index, ids, 5, [0.7])
+    assert fixed.meta.text_weight == 0.7 and figures == {"text_weight": 0.7}
