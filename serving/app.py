@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from marketplace.inference import Marketplace
+from serving.batching import PredictBatcher
 from serving.routers import admin, health, model, predict, similar
 from serving.settings import Settings
 from serving.state import ModelHolder, poll_alias
@@ -75,6 +76,8 @@ def create_app(
         load, resolve = registry_loader(settings)
         holder = ModelHolder(loader or load)
         app.state.holder = holder
+        app.state.batcher = PredictBatcher(settings.predict_batch_size)
+        app.state.batcher.start()
         await holder.reload()
         poller = None
         if settings.poll_interval_s > 0:
@@ -84,6 +87,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.batcher.stop()
             if poller is not None:
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

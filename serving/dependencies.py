@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from marketplace.inference import Marketplace
+from serving.batching import PredictBatcher
 from serving.settings import Settings
 from serving.state import ModelHolder
 
@@ -26,6 +27,10 @@ async def get_settings(request: Request) -> Settings:
 
 async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
+
+
+async def get_batcher(request: Request) -> PredictBatcher:
+    return request.app.state.batcher
 
 
 async def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Marketplace:
@@ -56,3 +61,4 @@ async def require_admin(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[Marketplace, Depends(get_model)]
+BatcherDep = Annotated[PredictBatcher, Depends(get_batcher)]

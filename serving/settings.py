@@ -30,3 +30,6 @@ class Settings(BaseSettings):
     # FAISS OpenMP threads; one query at a time gains nothing from more, and waking a
     # thread team per request costs more than a 7k-product exact search.
     faiss_threads: int = Field(1, ge=1)
+    # /predict requests that arrive together share one forward pass, up to this many
+    # (serving/batching.py); 1 = one pass per request.
+    predict_batch_size: int = Field(8, ge=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import HTTPException
@@ -40,8 +40,13 @@ LISTING_FORM: dict[str, Any] = {
 
 async def call_model(function: Callable[..., T], **kwargs: Any) -> T:
     """Run model code in a worker thread; bad photos and inputs become 422."""
+    return await model_errors(run_in_threadpool(function, **kwargs))
+
+
+async def model_errors(call: Awaitable[T]) -> T:
+    """Await model code; bad photos and inputs become 422."""
     try:
-        return await run_in_threadpool(function, **kwargs)
+        return await call
     except ImageError as exc:
         raise HTTPException(422, f"unreadable image ({exc.reason}): {exc.detail}") from None
     except ValueError as exc:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from marketplace.index import query_kind
-from serving.dependencies import ModelDep, SettingsDep
-from serving.routers._common import LISTING_FORM, call_model, model_ref
+from marketplace.inference import Listing
+from serving.dependencies import BatcherDep, ModelDep, SettingsDep
+from serving.routers._common import LISTING_FORM, call_model, model_errors, model_ref
 from serving.schemas import CategoryScore, EmbedResponse, PredictResponse
 from serving.uploads import read_listing_form
 
@@ -14,10 +15,12 @@ router = APIRouter(tags=["predict"])
 
 
 @router.post("/predict", response_model=PredictResponse, openapi_extra=LISTING_FORM)
-async def predict(request: Request, market: ModelDep, settings: SettingsDep) -> PredictResponse:
+async def predict(
+    request: Request, market: ModelDep, settings: SettingsDep, batcher: BatcherDep
+) -> PredictResponse:
     """Root category of a listing from its photo and/or text (and price, if known)."""
     form = await read_listing_form(request, settings)
-    ranked = await call_model(market.predict, image=form.image, text=form.text, price=form.price)
+    ranked = await model_errors(batcher.predict(market, Listing(form.image, form.text, form.price)))
     return PredictResponse(
         category=ranked[0][0],
         confidence=ranked[0][1],

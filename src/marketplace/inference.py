@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,15 @@ class ModelInfo:
     loaded_at: float
     load_seconds: float
     tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One listing to classify: a photo (raw bytes) and/or a text, and its price if known."""
+
+    image: bytes | None = None
+    text: str | None = None
+    price: float | None = None
 
 
 @dataclass(frozen=True)
@@ -175,11 +185,18 @@ class Marketplace:
         self, *, image: bytes | None = None, text: str | None = None, price: float | None = None
     ) -> list[tuple[str, float]]:
         """Every category with its probability, most likely first."""
-        probabilities = self.classifier.predict_proba(images=[image], texts=[text], prices=[price])[
-            0
+        return self.predict_many([Listing(image, text, price)])[0]
+
+    def predict_many(self, listings: Sequence[Listing]) -> list[list[tuple[str, float]]]:
+        """``predict`` for several listings in one forward pass (the API batches requests)."""
+        probabilities = self.classifier.predict_proba(
+            images=[x.image for x in listings],
+            texts=[x.text for x in listings],
+            prices=[x.price for x in listings],
+        )
+        return [
+            [(self.categories[i], float(row[i])) for i in np.argsort(-row)] for row in probabilities
         ]
-        order = np.argsort(-probabilities)
-        return [(self.categories[i], float(probabilities[i])) for i in order]
 
     def embed(
         self, *, image: bytes | None = None, text: str | None = None
