@@ -134,3 +134,27 @@ def test_listing_text() -> None:
     )
     assert listing_text("Lamp", None) == "Lamp"
     assert listing_text(None, " x ") == "x"
+
+
+def test_plain_torch_bert_matches_transformers(minilm: TextEncoder) -> None:
+    """The packaged MiniLM runs on models/bert.py; transformers' BertModel agrees with it."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from marketplace.models.bert import BertModel
+    from marketplace.models.encoders import packaged_minilm_dir
+
+    assert isinstance(minilm.transformer, BertModel)
+    folder = packaged_minilm_dir()
+    reference = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    texts = ["Oak dining table, seats six", "iPhone 12 Pro 128GB " * 10, "sofa"]
+    expected_tokens = tokenizer(texts, padding=True, truncation=True, max_length=32)
+    tokens = minilm.tokenize(texts)
+    assert tokens["input_ids"].tolist() == expected_tokens["input_ids"]
+    assert tokens["attention_mask"].tolist() == expected_tokens["attention_mask"]
+    with torch.inference_mode():
+        hidden = reference(**{k: torch.tensor(v) for k, v in expected_tokens.items()})
+        expected = mean_pool(hidden.last_hidden_state, tokens["attention_mask"])
+        assert torch.allclose(minilm.encode(texts), expected, atol=1e-5)
+    # Fine-tuned layers are stored under the same names either way.
+    assert set(minilm.stage_state(1)) <= {f"transformer.{k}" for k in reference.state_dict()}

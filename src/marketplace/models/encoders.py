@@ -175,9 +175,23 @@ class TextEncoder(nn.Module):
 
     def __init__(self, model: str = "minilm", *, max_tokens: int = 128) -> None:
         super().__init__()
+        from marketplace.models import bert
+
+        self.name = model
+        self.max_tokens = max_tokens
+        source, local_only = resolve_text_model(model)
+        self._light: bert.BertTokenizer | None = None
+        if local_only and bert.is_local_bert(Path(source)):
+            # The packaged MiniLM: plain-torch BERT, no transformers import (see bert.py).
+            self.transformer: nn.Module = bert.BertModel.load(Path(source))
+            self._light = bert.BertTokenizer(
+                Path(source),
+                max_length=max_tokens,
+                pad_token_id=bert.BertConfig.read(Path(source)).pad_token_id,
+            )
+            return
         from transformers import AutoModel, AutoTokenizer
 
-        source, local_only = resolve_text_model(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
             self.transformer = AutoModel.from_pretrained(source, local_files_only=local_only)
@@ -186,8 +200,6 @@ class TextEncoder(nn.Module):
                 f"text encoder {model!r} could not be loaded ({exc}); hub models download on "
                 "first use. Offline, use text_encoder: minilm"
             ) from exc
-        self.name = model
-        self.max_tokens = max_tokens
 
     @property
     def embedding_dim(self) -> int:
@@ -210,12 +222,17 @@ class TextEncoder(nn.Module):
         """Parameters and buffers of the last ``n`` layers, keyed as in ``state_dict()``."""
         return _stage_state(self, self.stages, last_layers)
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tokens for a batch, padded to its longest text, truncated to ``max_tokens``."""
+    def tokenize(
+        self, texts: Sequence[str], *, fixed_length: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Tokens for a batch, padded to its longest text (or to ``max_tokens`` with
+        ``fixed_length``, for training tensors of one shape), truncated to ``max_tokens``."""
+        if self._light is not None:
+            return self._light(texts, pad_to=self.max_tokens if fixed_length else None)
         return dict(
             self.tokenizer(
                 list(texts),
-                padding=True,
+                padding="max_length" if fixed_length else True,
                 truncation=True,
                 max_length=self.max_tokens,
                 return_tensors="pt",

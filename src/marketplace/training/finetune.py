@@ -165,13 +165,7 @@ def finetune_text(
     model = TokenClassifier(encoder, head, bf16=bool(spec.get("bf16")))
     inputs: dict[str, list[Any]] = {}
     for name, part in data.items():
-        tokens = encoder.tokenizer(
-            list(texts[name]),
-            padding="max_length",
-            truncation=True,
-            max_length=encoder.max_tokens,
-            return_tensors="pt",
-        )
+        tokens = encoder.tokenize(list(texts[name]), fixed_length=True)
         inputs[name] = [*part.inputs[:-1], tokens["input_ids"], tokens["attention_mask"]]
     torch.manual_seed(seed)
     result = fit(
