@@ -33,8 +33,13 @@ async def get_batcher(request: Request) -> PredictBatcher:
     return request.app.state.batcher
 
 
-async def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Marketplace:
-    """The model this request uses, fixed for its whole duration; 503 until one is loaded."""
+async def get_model(request: Request) -> Marketplace:
+    """The model this request uses, fixed for its whole duration; 503 until one is loaded.
+
+    Reads the holder itself rather than through ``get_holder``: every nested dependency
+    costs FastAPI a full parameter solve on each request, and this one is on every call.
+    """
+    holder: ModelHolder = request.app.state.holder
     model = holder.current
     if model is None:
         detail = "no model loaded yet"
