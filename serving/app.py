@@ -76,7 +76,9 @@ def create_app(
         load, resolve = registry_loader(settings)
         holder = ModelHolder(loader or load)
         app.state.holder = holder
-        app.state.batcher = PredictBatcher(settings.predict_batch_size)
+        app.state.batcher = PredictBatcher(
+            settings.predict_batch_size, settings.predict_batch_wait_ms
+        )
         app.state.batcher.start()
         await holder.reload()
         poller = None

@@ -2,9 +2,11 @@
 
 On two CPU cores a forward pass of four listings costs about three single ones (the
 encoders' matrix products use the cores better), while running four single passes side by
-side only oversubscribes them. So requests queue here and one worker takes whatever is
-waiting (up to ``max_size``) as one batch. Nothing waits on purpose: a lone request runs
-at once, and requests that arrive while a batch computes form the next one.
+side only oversubscribes them. So requests queue here and one worker takes them as one
+batch: after the first request of a batch it waits up to ``max_wait_ms`` for more (up to
+``max_size``). Without that window, clients fall into alternating batches of one and three
+(the lone one starts before the others arrive); with a few milliseconds they stay in step
+and each batch takes all of them. A lone request pays the window once.
 
 A batch that fails (one corrupt photo raises for all) is retried one listing at a time,
 so every request gets its own result or its own error.
@@ -36,8 +38,9 @@ class _Pending:
 class PredictBatcher:
     """Queue of predictions, answered in batches by one worker task."""
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, max_wait_ms: float = 0.0) -> None:
         self.max_size = max_size
+        self.max_wait_s = max_wait_ms / 1000
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0  # for /model and the benchmark: how well requests coalesce
@@ -63,8 +66,18 @@ class PredictBatcher:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self.max_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            deadline = asyncio.get_running_loop().time() + self.max_wait_s
+            while len(batch) < self.max_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
             # A reload may swap the model between two requests: batch per model object.
             for market in {id(p.market): p.market for p in batch}.values():
                 await self._answer(market, [p for p in batch if p.market is market])

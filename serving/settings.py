@@ -33,3 +33,5 @@ class Settings(BaseSettings):
     # /predict requests that arrive together share one forward pass, up to this many
     # (serving/batching.py); 1 = one pass per request.
     predict_batch_size: int = Field(8, ge=1)
+    # How long the first request of a batch waits for others to join (milliseconds).
+    predict_batch_wait_ms: float = Field(3.0, ge=0, le=100)

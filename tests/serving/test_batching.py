@@ -48,6 +48,29 @@ def test_concurrent_requests_share_forward_passes() -> None:
     assert sum(market.calls) == 10 and max(market.calls) == 4 and len(market.calls) <= 4
 
 
+def test_the_wait_window_gathers_requests_that_arrive_close_together() -> None:
+    market = FakeMarket(delay=0)
+
+    async def run(wait_ms: float) -> None:
+        batcher = PredictBatcher(8, max_wait_ms=wait_ms)
+        batcher.start()
+
+        async def staggered(i: int) -> object:
+            await asyncio.sleep(0.005 * i)
+            return await batcher.predict(market, Listing(text=str(i)))
+
+        try:
+            await asyncio.gather(*(staggered(i) for i in range(4)))
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run(100))
+    assert market.calls == [4]  # one pass for all four
+    market.calls.clear()
+    asyncio.run(run(0))
+    assert market.calls == [1, 1, 1, 1]  # no window: each ran as it came
+
+
 def test_a_bad_listing_fails_alone() -> None:
     market = FakeMarket()
     results = asyncio.run(_predict_all(PredictBatcher(8), market, ["a", "bad", "c"]))
