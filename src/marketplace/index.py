@@ -316,6 +316,32 @@ class ProductIndex:
         ]
         return hits[:k]
 
+    def search_many(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        mask: np.ndarray | None = None,
+        exclude: Sequence[int] | None = None,
+    ) -> list[list[tuple[int, float]]]:
+        """``search`` for a batch of queries in one call (FAISS answers a batch with a
+        matrix product); ``exclude[j]`` is left out of query ``j``'s results."""
+        params = self._params
+        if mask is not None:
+            allowed = np.flatnonzero(mask)
+            if len(allowed) == 0:
+                return [[] for _ in range(len(queries))]
+            params = self._search_parameters(faiss.IDSelectorBatch(allowed.astype(np.int64)))
+        want = min(k + (1 if exclude is not None else 0), len(self))
+        scores, positions = self.index.search(np.ascontiguousarray(queries), want, params=params)
+        skip = list(exclude) if exclude is not None else [-1] * len(queries)
+        return [
+            [(int(p), float(s)) for p, s in zip(row, row_scores, strict=True) if p >= 0 and p != x][
+                :k
+            ]
+            for row, row_scores, x in zip(positions, scores, skip, strict=True)
+        ]
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(folder / INDEX_FILE))
@@ -422,24 +448,27 @@ def precision_at_k(
     without a photo are skipped for the last two). Returns ``(precision, n_queries)``.
     """
     half = index.half
-    hits = total = used = 0
-    photo_mask = index.allowed(require_image=True) if kind == "image" else None
-    for position in queries:
-        stored = index.vector(position)
-        if kind != "text" and not index.has_image(position):
-            continue
-        query = query_vector(
-            stored[:half] if kind != "image" else None,
-            stored[half:] if kind != "text" else None,
+    positions = [p for p in queries if kind == "text" or index.has_image(p)]
+    if not positions:
+        return float("nan"), 0
+    stored = np.stack([index.vector(p) for p in positions])
+    vectors = [
+        query_vector(
+            s[:half] if kind != "image" else None,
+            s[half:] if kind != "text" else None,
             half,
             index.meta.text_weight,
         )
-        results = index.search(query, k, mask=photo_mask, exclude=position)
+        for s in stored
+    ]
+    photo_mask = index.allowed(require_image=True) if kind == "image" else None
+    results = index.search_many(np.stack(vectors), k, mask=photo_mask, exclude=positions)
+    hits = total = 0
+    for position, found in zip(positions, results, strict=True):
         category = index.category(position)
-        hits += sum(index.category(p) == category for p, _ in results)
-        total += len(results)
-        used += 1
-    return (hits / total if total else float("nan")), used
+        hits += sum(index.category(p) == category for p, _ in found)
+        total += len(found)
+    return (hits / total if total else float("nan")), len(positions)
 
 
 def check_encoder(cached: dict[str, Any], model: dict[str, Any] | None, what: str) -> None:

@@ -169,3 +169,17 @@ def test_text_weight_is_chosen_by_precision_on_the_given_products() -> None:
     assert figures["val_precision_at_5_image_text_w0.9"] == precision[0.9]
     fixed, figures = tune_text_weight(index, ids, 5, [0.7])
     assert fixed.meta.text_weight == 0.7 and figures == {"text_weight": 0.7}
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat"])
+def test_search_many_is_search_per_query(factory: str) -> None:
+    index = _index(factory)
+    positions = [0, 5, 9, 30]
+    queries = np.stack([index.product_query(p) for p in positions])
+    mask = index.allowed(require_image=True)
+    for m in (None, mask):
+        batched = index.search_many(queries, 7, mask=m, exclude=positions)
+        for position, query, found in zip(positions, queries, batched, strict=True):
+            single = index.search(query, 7, mask=m, exclude=position)
+            assert [p for p, _ in found] == [p for p, _ in single]
+            assert np.allclose([s for _, s in found], [s for _, s in single], atol=1e-5)

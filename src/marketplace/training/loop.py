@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from marketplace.training.optim import LazyAdam
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -110,7 +112,7 @@ def fit(
             torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         )
     if sparse:
-        optimisers.append(torch.optim.SparseAdam(sparse, lr=config.lr))
+        optimisers.append(LazyAdam(sparse, lr=config.lr))
     schedulers = [
         torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(config.epochs, 1))
         for o in optimisers
