@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
 from marketplace.inference import Listing, Marketplace
-
-log = logging.getLogger("serving")
 
 Ranking = list[tuple[str, float]]
 
@@ -43,8 +40,8 @@ class PredictBatcher:
         self.max_wait_s = max_wait_ms / 1000
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self.batches = 0  # for /model and the benchmark: how well requests coalesce
-        self.listings = 0
+        self.batches = 0  # forward passes run, and listings answered: how well requests
+        self.listings = 0  # coalesce (listings / batches is the mean batch size)
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="predict-batcher")
