@@ -122,6 +122,9 @@ class Marketplace:
             index_dir, model_version=version, package_sha=package_sha256(package_dir)
         )
         classifier = ListingClassifier.load(package_dir)
+        # One text prediction before serving: it loads what the first request would
+        # otherwise wait for (the TF-IDF hashers, torch's kernels).
+        classifier.predict_proba(texts=["warm-up listing"], prices=[None])
         tags = dict(tags or {})
         info = ModelInfo(
             name=name,

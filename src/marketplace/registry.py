@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -25,7 +25,9 @@ from marketplace.cli import StageError
 from marketplace.config import Params
 from marketplace.index import package_sha256
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
-from marketplace.training.train import TrainedModel
+
+if TYPE_CHECKING:  # the index stage and the API use this module without training code
+    from marketplace.training.train import TrainedModel
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")

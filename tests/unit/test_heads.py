@@ -142,3 +142,23 @@ def test_touched_rows_and_lazy_adam_match_torch_sparse_adam() -> None:
         return layer.weight.detach().clone()
 
     assert torch.allclose(train(reference=False), train(reference=True), atol=1e-6)
+
+
+def test_lazy_adam_also_takes_gradients_with_repeated_rows() -> None:
+    """An ``EmbeddingBag(sparse=True)`` gradient lists a row once per occurrence."""
+    from marketplace.training.optim import LazyAdam
+
+    def train(optimiser_class: type[torch.optim.Optimizer]) -> torch.Tensor:
+        torch.manual_seed(0)
+        bag = torch.nn.EmbeddingBag(50, 3, mode="sum", sparse=True)
+        optimiser = optimiser_class([bag.weight], lr=0.05)
+        for step in range(10):
+            ids = torch.tensor([1, 2, 2, 7, 1, 9, step])  # rows 1 and 2 repeat
+            loss = bag(ids, torch.tensor([0, 3])).pow(2).sum()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            assert not bag.weight.grad.is_coalesced()
+            optimiser.step()
+        return bag.weight.detach().clone()
+
+    assert torch.allclose(train(LazyAdam), train(torch.optim.SparseAdam), atol=1e-6)

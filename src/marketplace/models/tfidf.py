@@ -10,10 +10,10 @@ no pickled vectorizer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import HashingVectorizer
 
 
 @dataclass(frozen=True)
@@ -35,26 +35,38 @@ class HashedTfidf:
 
     def __init__(self, config: TfidfConfig, idf: np.ndarray | None = None) -> None:
         self.config = config
-        self._word = HashingVectorizer(
-            analyzer="word",
-            ngram_range=config.word_ngrams,
-            n_features=config.word_buckets,
-            alternate_sign=False,
-            norm=None,
-        )
-        self._char = HashingVectorizer(
-            analyzer="char_wb",
-            ngram_range=config.char_ngrams,
-            n_features=config.char_buckets,
-            alternate_sign=False,
-            norm=None,
-        )
         if idf is not None and idf.shape != (config.n_features,):
             raise ValueError(f"idf has shape {idf.shape}, expected ({config.n_features},)")
         self.idf = idf
+        self._vectorizers: tuple[Any, Any] | None = None
 
     def _counts(self, texts: list[str]) -> sparse.csr_matrix:
-        return sparse.hstack([self._word.transform(texts), self._char.transform(texts)]).tocsr()
+        word, char = self._hashers()
+        return sparse.hstack([word.transform(texts), char.transform(texts)]).tocsr()
+
+    def _hashers(self) -> tuple[Any, Any]:
+        """The word and character hashers, built on first use: importing scikit-learn takes
+        ~0.7 s, which loading a model for anything but hashing text (the index stage)
+        need not pay."""
+        if self._vectorizers is None:
+            from sklearn.feature_extraction.text import HashingVectorizer
+
+            common = {"alternate_sign": False, "norm": None}
+            self._vectorizers = (
+                HashingVectorizer(
+                    analyzer="word",
+                    ngram_range=self.config.word_ngrams,
+                    n_features=self.config.word_buckets,
+                    **common,
+                ),
+                HashingVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=self.config.char_ngrams,
+                    n_features=self.config.char_buckets,
+                    **common,
+                ),
+            )
+        return self._vectorizers
 
     def fit(self, texts: list[str]) -> HashedTfidf:
         """Smoothed IDF, as sklearn's ``TfidfTransformer(smooth_idf=True)``."""
