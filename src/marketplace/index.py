@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -126,7 +125,6 @@ class IndexMeta:
     size: int
     with_image: int
     space: str
-    built_at: str
     text_weight: float = 0.5  # w of photo-and-text queries (chosen on validation products)
     neighbours: int = 0  # "more like this" lists precomputed per product (0: none)
 
@@ -366,6 +364,9 @@ class ProductIndex:
             raise ValueError(f"{folder} is not a product index: {exc}") from None
         if raw.get("format_version") != INDEX_FORMAT:
             raise ValueError(f"{folder}: unsupported index format {raw.get('format_version')}")
+        # No build time in the folder: DVC hashes it, and the same inputs should give the
+        # same output (the registry version records when); older indexes had one.
+        raw.pop("built_at", None)
         meta = IndexMeta(**raw)
         if model_version is not None and meta.model_version != str(model_version):
             raise IndexMismatchError(
@@ -434,7 +435,6 @@ def build_product_index(
         size=int(vectors.shape[0]),
         with_image=int(has_image.sum()),
         space="[text, image] hidden layers of the combined classifier, each L2-normalised",
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     return ProductIndex(index, records, meta)
 

@@ -54,7 +54,7 @@ def _index(
     )
     meta = IndexMeta(
         INDEX_FORMAT, "m", "3", "abc", {}, {}, factory, 8, 32, 2 * HALF, n, int(has_image.sum()),
-        "test", "now",
+        "test",
     )  # fmt: skip
     return ProductIndex(build_faiss(vectors, factory), products, meta)
 
@@ -151,6 +151,7 @@ def test_an_index_without_the_newer_fields_still_loads(tmp_path: Path) -> None:
     index.save(tmp_path)
     raw = json.loads((tmp_path / "index.json").read_text())
     del raw["text_weight"], raw["neighbours"]
+    raw["built_at"] = "2026-11-20T10:00:00Z"  # format 1 indexes recorded their build time
     (tmp_path / "index.json").write_text(json.dumps(raw))
     loaded = ProductIndex.load(tmp_path)
     assert loaded.meta.text_weight == 0.5 and loaded.neighbours(1, 1) is None
