@@ -27,10 +27,11 @@ package that built it; ``ProductIndex.load`` refuses it for any other model.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -219,10 +220,18 @@ class ProductIndex:
 
     def with_text_weight(self, text_weight: float) -> ProductIndex:
         """The same index answering photo-and-text queries with another text weight."""
-        from dataclasses import replace
+        return self._variant(replace(self.meta, text_weight=float(text_weight), neighbours=0))
 
-        meta = replace(self.meta, text_weight=float(text_weight), neighbours=0)
-        return ProductIndex(self.index, self.products, meta)
+    def _variant(
+        self, meta: IndexMeta, neighbours: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> ProductIndex:
+        """A copy with other metadata and neighbour lists, sharing the FAISS index and the
+        product arrays (read-only here) instead of rebuilding them."""
+        variant = copy.copy(self)
+        variant.meta = meta
+        variant._neighbours = neighbours
+        variant._params = variant._search_parameters(None)
+        return variant
 
     def precompute_neighbours(self, k: int, batch: int = 2048) -> ProductIndex:
         """This index with every product's top ``k`` "more like this" list (itself excluded).
@@ -230,8 +239,6 @@ class ProductIndex:
         One batched search over all products (FAISS uses a matrix product for a batch), so
         the API's most frequent query becomes an array read.
         """
-        from dataclasses import replace
-
         n = len(self)
         k = min(k, n - 1)
         positions = np.full((n, k), -1, dtype=np.int32)
@@ -245,8 +252,7 @@ class ProductIndex:
                 hit, score = hit[keep][:k], score[keep][:k]
                 positions[rows[row], : len(hit)] = hit
                 scores[rows[row], : len(hit)] = score
-        meta = replace(self.meta, neighbours=k)
-        return ProductIndex(self.index, self.products, meta, (positions, scores))
+        return self._variant(replace(self.meta, neighbours=k), (positions, scores))
 
     def neighbours(self, position: int, k: int) -> list[tuple[int, float]] | None:
         """The precomputed top ``k`` of a product, or ``None`` if not precomputed that deep."""
