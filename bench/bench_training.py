@@ -139,14 +139,25 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/marketplace")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/training.json")
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="image batch (0: embed_images.batch_size)"
+    )
     parser.add_argument("--skip-pipeline", action="store_true")
     args = parser.parse_args()
     if not (args.data / "Products.csv").is_file():
         print(f"skipped: real export not found at {args.data}", file=sys.stderr)
         return 0
     torch.set_num_threads(torch.get_num_threads())
+    embed = load_params(ROOT / "params.yaml").embed_images
+    batch_size = args.batch_size or embed.batch_size
     result: dict = {
-        "image_encoder": encoder_throughput(args.data, args.images, 64),
+        "image_encoder_setup": {
+            "encoder": embed.encoder,
+            "image_size": embed.image_size,
+            "batch_size": batch_size,
+            "images": args.images,
+        },
+        "image_encoder": encoder_throughput(args.data, args.images, batch_size),
         "text_encoder_texts_per_s": text_throughput(args.data, 512),
     }
     if not args.skip_pipeline:

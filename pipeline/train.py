@@ -28,6 +28,7 @@ from marketplace.registry import (
     preload_encoders,
     training_run,
 )
+from marketplace.training.features import TextFeatures
 from marketplace.training.metrics import write_run_reports
 from marketplace.training.train import train_classifier
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         listings = pd.read_parquet(paths.LISTINGS_FILE)
         images = EmbeddingSet.load(paths.IMAGE_EMBEDDINGS_FILE) if kind != "text" else None
         texts = EmbeddingSet.load(paths.TEXT_EMBEDDINGS_FILE) if kind != "vision" else None
+        features = TextFeatures.load(paths.TFIDF_FILE) if kind != "vision" else None
         # The model check at logging time needs the pretrained encoders: load them now, on a
         # thread, while the head trains (not for an encoder this run fine-tunes).
         tuned_image = kind == "vision" and params.train.vision.finetune_blocks > 0
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 params.train,
                 images=images,
                 texts=texts,
+                text_features=features,
                 images_dir=paths.CLEAN_IMAGES_DIR,
                 on_epoch=on_epoch,
             )

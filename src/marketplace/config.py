@@ -58,7 +58,7 @@ class SplitParams:
 class EmbedImagesParams:
     """Tunables of the ``embed_images`` stage (the frozen image encoder)."""
 
-    encoder: str  # efficientnet_lite0 | resnet50 | resnet18
+    encoder: str  # efficientnet_lite2 | efficientnet_lite0 | resnet50 | resnet18
     image_size: int  # encoder input side; canvases are resized to it
     batch_size: int
     channels_last: bool
@@ -106,7 +106,7 @@ class VisionHeadParams(HeadParams):
     """The vision head, and optional end-to-end fine-tuning of the image encoder's top.
 
     With ``finetune_blocks`` > 0, after the head has trained on the cached embeddings the
-    last ``finetune_blocks`` stages of the encoder (EfficientNet-Lite0: the 1x1 conv head,
+    last ``finetune_blocks`` stages of the encoder (EfficientNet-Lite: the 1x1 conv head,
     then the MBConv blocks from the top) are trained together with the head on the cleaned
     photos, with augmentation; 0 (the default) keeps the encoder frozen.
     """
@@ -144,7 +144,8 @@ class CombinedHeadParams(HeadParams):
 
 @dataclass(frozen=True)
 class TfidfParams:
-    """Hashed TF-IDF of the listing text (text and combined models)."""
+    """Tunables of the ``tfidf`` stage: hashed TF-IDF of the listing text, which the text
+    and combined models read (word 1-2-grams and character 3-5-grams, one bucket each)."""
 
     word_buckets: int
     char_buckets: int
@@ -155,7 +156,6 @@ class TrainParams:
     """Tunables of the ``train_*`` stages."""
 
     seed: int
-    tfidf: TfidfParams
     vision: VisionHeadParams
     text: TextHeadParams
     combined: CombinedHeadParams
@@ -211,6 +211,7 @@ class Params:
     split: SplitParams
     embed_images: EmbedImagesParams
     embed_text: EmbedTextParams
+    tfidf: TfidfParams
     baselines: BaselinesParams
     train: TrainParams
     registry: RegistryParams
@@ -220,7 +221,12 @@ class Params:
 
 _Validator = typing.Callable[[Any], str | None]
 # Kept here (not imported from marketplace.models) so reading params never imports torch.
-_IMAGE_ENCODERS = ("efficientnet_lite0", "resnet50", "resnet18")
+_IMAGE_ENCODERS = (
+    "efficientnet_lite0",
+    "efficientnet_lite2",
+    "resnet50",
+    "resnet18",
+)
 _INDEX_FACTORY = re.compile(r"Flat|IVF[1-9][0-9]*,Flat|HNSW[1-9][0-9]*")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -239,6 +245,8 @@ _CHECKS: dict[str, _Validator] = {
     "embed_images.batch_size": lambda v: None if v >= 1 else "must be >= 1",
     "embed_text.max_tokens": lambda v: None if 8 <= v <= 512 else "must be in 8..512",
     "embed_text.batch_size": lambda v: None if v >= 1 else "must be >= 1",
+    "tfidf.word_buckets": lambda v: None if v >= 1 else "must be >= 1",
+    "tfidf.char_buckets": lambda v: None if v >= 1 else "must be >= 1",
     "baselines.svc_image_size": lambda v: None if 4 <= v <= 128 else "must be in 4..128",
     "baselines.svc_max_train": lambda v: None if v >= 13 else "must be >= 13",
     "index.factory": lambda v: (
@@ -250,7 +258,8 @@ _CHECKS: dict[str, _Validator] = {
     "index.eval_k": lambda v: None if 1 <= v <= 100 else "must be in 1..100",
     "promote.alias": lambda v: None if _ALIAS.fullmatch(v) else "must match [a-z][a-z0-9_-]*",
     "promote.tolerance": lambda v: None if v >= 0 else "must be >= 0",
-    "train.vision.finetune_blocks": lambda v: None if 0 <= v <= 17 else "must be in 0..17",
+    # The upper bound depends on the encoder (Lite0: 17 stages, Lite2: 22); it says so.
+    "train.vision.finetune_blocks": lambda v: None if v >= 0 else "must be >= 0",
     "train.text.finetune_layers": lambda v: None if 0 <= v <= 48 else "must be in 0..48",
 }
 # Ranges shared by every head section (train.<kind>.<key>).

@@ -22,6 +22,7 @@ SPLIT_DIR = OUTPUTS_DIR / "split"
 EMBEDDINGS_DIR = OUTPUTS_DIR / "embeddings"
 IMAGE_EMBEDDINGS_FILE = EMBEDDINGS_DIR / "images.npz"
 TEXT_EMBEDDINGS_FILE = EMBEDDINGS_DIR / "text.npz"
+TFIDF_FILE = OUTPUTS_DIR / "features" / "tfidf.npz"  # hashed TF-IDF rows per split
 MODELS_DIR = OUTPUTS_DIR / "models"  # one classifier folder per kind
 PLOTS_DIR = Path("plots")  # per-kind curves and confusion matrices (DVC plots)
 INDEX_DIR = OUTPUTS_DIR / "index"  # FAISS index + product records (also in the registry)

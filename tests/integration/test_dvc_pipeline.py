@@ -30,6 +30,7 @@ STAGES = (
     "split",
     "embed_images",
     "embed_text",
+    "tfidf",
     "baselines",
     "train_vision",
     "train_text",
@@ -92,7 +93,7 @@ def test_runs_are_tracked_and_grouped(repo: Path) -> None:
     assert len(parents) == 1, "one dvc repro, one parent run"
     run = by_name["combined"]
     assert run.data.params["train.combined.lr"] == "0.005"
-    assert run.data.params["embed_images.encoder"] == "efficientnet_lite0"
+    assert run.data.params["embed_images.encoder"] == "efficientnet_lite2"
     for key in ("test_accuracy", "test_macro_f1", "test_top3_accuracy", "val_accuracy"):
         assert 0.0 <= run.data.metrics[key] <= 1.0
     curve = client.get_metric_history(run.info.run_id, "val_accuracy")

@@ -11,6 +11,8 @@ from marketplace.data.images import clean_export_images
 from marketplace.data.split import split_products
 from marketplace.data.tabular import clean_tables
 from marketplace.models.embedding import embed_catalogue_images, embed_catalogue_texts
+from marketplace.models.tfidf import TfidfConfig
+from marketplace.training.features import build_text_features, products_table
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT
 
@@ -46,9 +48,21 @@ def test_three_classifiers_learn_on_a_real_subset(real_export: Path, tmp_path: P
     )
     texts = embed_catalogue_texts(subset, params.embed_text, progress=False)
     splits = split_products(subset, seed=0, val_fraction=0.2, test_fraction=0.2)
+    features = build_text_features(
+        products_table(subset),
+        TfidfConfig(params.tfidf.word_buckets, params.tfidf.char_buckets),
+        splits,
+    )
     chance = 1 / 13
     for kind, floor in (("vision", 2 * chance), ("text", 4 * chance), ("combined", 4 * chance)):
         trained = train_classifier(
-            kind, subset, splits, tables.label_map, params.train, images=images, texts=texts
+            kind,
+            subset,
+            splits,
+            tables.label_map,
+            params.train,
+            images=images,
+            texts=texts,
+            text_features=features,
         )
         assert trained.metrics["test_accuracy"] > floor, (kind, trained.metrics)

@@ -34,10 +34,11 @@ from marketplace.models.embedding import (
     text_spec,
 )
 from marketplace.models.encoders import ImageEncoder, TextEncoder
+from marketplace.models.tfidf import TfidfConfig
 from marketplace.preprocessing import ImagePreprocessing, listing_text
 from marketplace.registry import INDEX_TAG, attach_index, find_version, log_and_register
 from marketplace.tracking import setup_tracking
-from marketplace.training.features import products_table
+from marketplace.training.features import build_text_features, products_table
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT
 
@@ -144,12 +145,21 @@ def _register(root: Path, listings, splits, images, texts, *, seed: int, index: 
     train = dataclasses.replace(
         params.train,
         seed=seed,
-        tfidf=dataclasses.replace(params.train.tfidf, word_buckets=512, char_buckets=512),
         combined=dataclasses.replace(params.train.combined, hidden_dim=32, epochs=30),
     )
     label_map = LabelMap(tuple(WORDS))
+    features = build_text_features(
+        products_table(listings), TfidfConfig(word_buckets=512, char_buckets=512), splits
+    )
     trained = train_classifier(
-        "combined", listings, splits, label_map, train, images=images, texts=texts
+        "combined",
+        listings,
+        splits,
+        label_map,
+        train,
+        images=images,
+        texts=texts,
+        text_features=features,
     )
     model_dir = root / f"model-{seed}"
     trained.package.save(model_dir)

@@ -13,9 +13,9 @@ from tests.helpers import PROJECT_ROOT
 
 def test_flatten_params_dataclasses_and_lists() -> None:
     params = load_params(PROJECT_ROOT / "params.yaml")
-    flat = flatten({"train": params.train})
+    flat = flatten({"train": params.train, "tfidf": params.tfidf})
     assert flat["train.combined.lr"] == str(params.train.combined.lr)
-    assert flat["train.tfidf.word_buckets"] == str(params.train.tfidf.word_buckets)
+    assert flat["tfidf.word_buckets"] == str(params.tfidf.word_buckets)
     assert flatten({"a": [1, 2], "b": {"c": None}}) == {"a": "1,2", "b.c": "None"}
 
 

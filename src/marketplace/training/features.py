@@ -11,18 +11,22 @@ each head trains on, so the vision, text and combined models see consistent data
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
 from marketplace.data.split import SPLITS
 from marketplace.models.embedding import EmbeddingSet
-from marketplace.models.tfidf import HashedTfidf
+from marketplace.models.tfidf import HashedTfidf, TfidfConfig
 from marketplace.preprocessing import listing_text
 
 
@@ -104,19 +108,84 @@ def product_image_vectors(
     return sums / np.maximum(counts, 1)[:, None], (counts > 0).astype(np.float32)
 
 
-def tfidf_rows(
-    products: pd.DataFrame, tfidf: HashedTfidf, splits: dict[str, list[str]]
-) -> dict[str, Any]:
-    """Fit ``tfidf`` on the training products' texts; their TF-IDF rows per split.
+@dataclass
+class TextFeatures:
+    """Hashed TF-IDF rows of every split, with the fitted ``HashedTfidf`` that made them.
+
+    Built once by the ``tfidf`` stage and shared by ``train_text`` and ``train_combined``:
+    hashing character n-grams is the slowest part of featurisation (~3 s on the real
+    export), and it depends only on the texts, the split and the ``tfidf`` params, not on
+    any head's hyper-parameters, so a head-only change need not redo it.
+    """
+
+    tfidf: HashedTfidf
+    rows: dict[str, sparse.csr_matrix]  # split -> [n_products, n_features], unit L2 rows
+    ids: dict[str, list[str]]  # split -> product ids, row-aligned
+
+    def check_split(self, splits: dict[str, list[str]]) -> None:
+        """``ValueError`` unless the rows were made for exactly these product ids."""
+        for name in SPLITS:
+            if list(self.ids[name]) != list(splits[name]):
+                raise ValueError(
+                    f"TF-IDF features were built for another {name} split "
+                    f"({len(self.ids[name])} products, expected {len(splits[name])}): "
+                    "rerun the tfidf stage (dvc repro tfidf)"
+                )
+
+    def save(self, path: Path) -> None:
+        """One ``.npz``: the hashing config, the IDF weights and each split's CSR arrays."""
+        assert self.tfidf.idf is not None
+        arrays: dict[str, np.ndarray] = {
+            "config": np.array(json.dumps(dataclasses.asdict(self.tfidf.config))),
+            "idf": self.tfidf.idf,
+        }
+        for name in SPLITS:
+            rows = self.rows[name]
+            arrays[f"{name}_ids"] = np.array(self.ids[name], dtype=str)
+            arrays[f"{name}_data"] = rows.data.astype(np.float32)
+            arrays[f"{name}_indices"] = rows.indices.astype(np.int32)
+            arrays[f"{name}_indptr"] = rows.indptr.astype(np.int64)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> TextFeatures:
+        with np.load(path, allow_pickle=False) as data:
+            config = json.loads(str(data["config"]))
+            tfidf = HashedTfidf(
+                TfidfConfig(
+                    word_buckets=config["word_buckets"],
+                    char_buckets=config["char_buckets"],
+                    word_ngrams=tuple(config["word_ngrams"]),
+                    char_ngrams=tuple(config["char_ngrams"]),
+                ),
+                idf=data["idf"],
+            )
+            rows, ids = {}, {}
+            for name in SPLITS:
+                ids[name] = [str(i) for i in data[f"{name}_ids"]]
+                rows[name] = sparse.csr_matrix(
+                    (data[f"{name}_data"], data[f"{name}_indices"], data[f"{name}_indptr"]),
+                    shape=(len(ids[name]), tfidf.config.n_features),
+                )
+        return cls(tfidf, rows, ids)
+
+
+def build_text_features(
+    products: pd.DataFrame, config: TfidfConfig, splits: dict[str, list[str]]
+) -> TextFeatures:
+    """Fit a ``HashedTfidf`` on the training products' texts; their TF-IDF rows per split.
 
     The training texts are hashed once (``fit_transform``), not once to fit and again to
     transform: hashing character n-grams is most of the featurisation time.
     """
-    out = {"train": tfidf.fit_transform(list(products.loc[splits["train"], "text"]))}
+    tfidf = HashedTfidf(config)
+    rows = {"train": tfidf.fit_transform(list(products.loc[splits["train"], "text"]))}
     for name in SPLITS:
         if name != "train":
-            out[name] = tfidf.transform(list(products.loc[splits[name], "text"]))
-    return out
+            rows[name] = tfidf.transform(list(products.loc[splits[name], "text"]))
+    return TextFeatures(tfidf, rows, {name: list(splits[name]) for name in SPLITS})
 
 
 def text_data(
@@ -125,7 +194,7 @@ def text_data(
     rows: dict[str, Any],
     splits: dict[str, list[str]],
 ) -> dict[str, SplitData]:
-    """Per split: hashed TF-IDF rows (``tfidf_rows``) and sentence embeddings of each product."""
+    """Per split: hashed TF-IDF rows (``TextFeatures.rows``) and sentence embeddings."""
     out = {}
     for name in SPLITS:
         part = products.loc[splits[name]]

@@ -23,14 +23,14 @@ from marketplace.data.labels import LabelMap
 from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.embedding import EmbeddingSet
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
-from marketplace.models.tfidf import HashedTfidf, TfidfConfig
+from marketplace.models.tfidf import HashedTfidf
 from marketplace.training.features import (
     PriceScaler,
     SplitData,
+    TextFeatures,
     combined_data,
     products_table,
     text_data,
-    tfidf_rows,
     vision_data,
 )
 from marketplace.training.finetune import Finetuned, finetune_text, finetune_vision
@@ -73,12 +73,16 @@ def train_classifier(
     *,
     images: EmbeddingSet | None = None,
     texts: EmbeddingSet | None = None,
+    text_features: TextFeatures | None = None,
     images_dir: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainedModel:
     """Fit the ``vision``, ``text`` or ``combined`` classifier; see the module docstring.
 
-    ``images_dir`` (the cleaned canvases) is read only to fine-tune the vision encoder.
+    ``text_features`` (the ``tfidf`` stage's output, or ``features.build_text_features``)
+    is needed by the text and combined models, ``images`` by vision and combined, ``texts``
+    by text and combined. ``images_dir`` (the cleaned canvases) is read only to fine-tune
+    the vision encoder.
     """
     torch.manual_seed(params.seed)
     n_classes = len(label_map)
@@ -99,9 +103,10 @@ def train_classifier(
         }
         head: torch.nn.Module = MLPHead(**arguments)
     elif kind in ("text", "combined"):
-        assert texts is not None
-        tfidf = HashedTfidf(TfidfConfig(params.tfidf.word_buckets, params.tfidf.char_buckets))
-        rows = tfidf_rows(products, tfidf, splits)
+        if texts is None or text_features is None:
+            raise ValueError(f"the {kind} model needs texts and text_features")
+        text_features.check_split(splits)
+        tfidf, rows = text_features.tfidf, text_features.rows
         if kind == "text":
             head_params = params.text
             data = text_data(products, texts, rows, splits)
