@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 
 from marketplace.cli import StageError
+from marketplace.io import write_npz
 from marketplace.models.classifier import CONFIG_FILE, WEIGHTS_FILE, ClassifierPackage
 
 INDEX_FORMAT = 1
@@ -353,7 +354,7 @@ class ProductIndex:
         (folder / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2) + "\n")
         if self._neighbours is not None:
             positions, scores = self._neighbours
-            np.savez(folder / NEIGHBOURS_FILE, positions=positions, scores=scores)
+            write_npz(folder / NEIGHBOURS_FILE, {"positions": positions, "scores": scores})
 
     @classmethod
     def load(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # every .npz entry's timestamp
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -21,6 +26,22 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     """CSV without the pandas index, ``\\n`` line endings; creates the parent folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False, lineterminator="\n")
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Arrays in ``np.savez``'s format (``np.load`` reads them; no pickles), byte-identical
+    for identical arrays: fixed entry timestamps, entries in name order, uncompressed, and
+    each entry written with its size known, so the bytes do not depend on the Python patch
+    release (``np.savez`` forces zip64 headers, which CPython 3.11.4 changed). Creates the
+    parent folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name in sorted(arrays):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(arrays[name]), allow_pickle=False)
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            entry.external_attr = 0o600 << 16  # -rw-------, as np.savez writes
+            archive.writestr(entry, buffer.getbuffer())
 
 
 def _jsonable(value: Any) -> Any:

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from marketplace.config import EmbedImagesParams, EmbedTextParams
+from marketplace.io import write_npz
 from marketplace.models.encoders import ImageEncoder, TextEncoder, image_backbone
 from marketplace.preprocessing import ImagePreprocessing, listing_text
 
@@ -48,15 +49,15 @@ class EmbeddingSet:
         return int(self.vectors.shape[1])
 
     def save(self, path: Path) -> None:
-        """One ``.npz``: ids, float32 vectors and the spec as JSON."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
-            np.savez(
-                fh,
-                ids=self.ids.astype(str),
-                vectors=self.vectors.astype(np.float32),
-                spec=np.array(json.dumps(self.spec, sort_keys=True)),
-            )
+        """One ``.npz``: ids, float32 vectors and the spec as JSON (same vectors, same bytes)."""
+        write_npz(
+            path,
+            {
+                "ids": self.ids.astype(str),
+                "vectors": self.vectors.astype(np.float32),
+                "spec": np.array(json.dumps(self.spec, sort_keys=True)),
+            },
+        )
 
     @classmethod
     def load(cls, path: Path) -> EmbeddingSet:

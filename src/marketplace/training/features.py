@@ -25,6 +25,7 @@ import torch
 from scipy import sparse
 
 from marketplace.data.split import SPLITS
+from marketplace.io import write_npz
 from marketplace.models.embedding import EmbeddingSet
 from marketplace.models.tfidf import HashedTfidf, TfidfConfig
 from marketplace.preprocessing import listing_text
@@ -145,9 +146,7 @@ class TextFeatures:
             arrays[f"{name}_data"] = rows.data.astype(np.float32)
             arrays[f"{name}_indices"] = rows.indices.astype(np.int32)
             arrays[f"{name}_indptr"] = rows.indptr.astype(np.int64)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
-            np.savez(fh, **arrays)
+        write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> TextFeatures:
