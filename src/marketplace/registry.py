@@ -248,6 +248,7 @@ def training_run(kind: str, params: Params) -> Iterator[Callable[[dict[str, floa
                     "train": params.train,
                     "embed_images": params.embed_images,
                     "embed_text": params.embed_text,
+                    "tfidf": params.tfidf,
                     "clean_images": params.clean_images,
                     "split": params.split,
                 }

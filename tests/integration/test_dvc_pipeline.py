@@ -94,6 +94,7 @@ def test_runs_are_tracked_and_grouped(repo: Path) -> None:
     run = by_name["combined"]
     assert run.data.params["train.combined.lr"] == "0.005"
     assert run.data.params["embed_images.encoder"] == "efficientnet_lite2"
+    assert run.data.params["tfidf.word_buckets"] == "262144"  # the tfidf stage's params too
     for key in ("test_accuracy", "test_macro_f1", "test_top3_accuracy", "val_accuracy"):
         assert 0.0 <= run.data.metrics[key] <= 1.0
     curve = client.get_metric_history(run.info.run_id, "val_accuracy")
