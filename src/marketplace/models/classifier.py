@@ -93,14 +93,7 @@ class ClassifierPackage:
             "architecture": {"class": self.architecture, "arguments": self.arguments},
             "image_encoder": self.image_spec,
             "text_encoder": self.text_spec,
-            "tfidf": None
-            if self.tfidf is None
-            else {
-                "word_buckets": self.tfidf.config.word_buckets,
-                "char_buckets": self.tfidf.config.char_buckets,
-                "word_ngrams": list(self.tfidf.config.word_ngrams),
-                "char_ngrams": list(self.tfidf.config.char_ngrams),
-            },
+            "tfidf": None if self.tfidf is None else self.tfidf.config.to_dict(),
             "price": None
             if self.prices is None
             else {"mean": self.prices.mean, "std": self.prices.std},
@@ -126,16 +119,7 @@ class ClassifierPackage:
         head.eval()
         tfidf = None
         if config["tfidf"] is not None:
-            t = config["tfidf"]
-            tfidf = HashedTfidf(
-                TfidfConfig(
-                    t["word_buckets"],
-                    t["char_buckets"],
-                    tuple(t["word_ngrams"]),
-                    tuple(t["char_ngrams"]),
-                ),
-                tensors[_IDF_KEY].numpy(),
-            )
+            tfidf = HashedTfidf(TfidfConfig.from_dict(config["tfidf"]), tensors[_IDF_KEY].numpy())
         prices = None if config["price"] is None else PriceScaler(**config["price"])
         return cls(
             config["kind"],

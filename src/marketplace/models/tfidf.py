@@ -29,6 +29,24 @@ class TfidfConfig:
     def n_features(self) -> int:
         return self.word_buckets + self.char_buckets
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as model packages and the ``tfidf`` stage's file store it."""
+        return {
+            "word_buckets": self.word_buckets,
+            "char_buckets": self.char_buckets,
+            "word_ngrams": list(self.word_ngrams),
+            "char_ngrams": list(self.char_ngrams),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TfidfConfig:
+        return cls(
+            int(data["word_buckets"]),
+            int(data["char_buckets"]),
+            (int(data["word_ngrams"][0]), int(data["word_ngrams"][1])),
+            (int(data["char_ngrams"][0]), int(data["char_ngrams"][1])),
+        )
+
 
 class HashedTfidf:
     """Fit IDF on training texts; transform any text to an L2-normalised sublinear TF-IDF row."""

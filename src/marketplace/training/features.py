@@ -11,7 +11,6 @@ each head trains on, so the vision, text and combined models see consistent data
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -137,7 +136,7 @@ class TextFeatures:
         """One ``.npz``: the hashing config, the IDF weights and each split's CSR arrays."""
         assert self.tfidf.idf is not None
         arrays: dict[str, np.ndarray] = {
-            "config": np.array(json.dumps(dataclasses.asdict(self.tfidf.config))),
+            "config": np.array(json.dumps(self.tfidf.config.to_dict(), sort_keys=True)),
             "idf": self.tfidf.idf,
         }
         for name in SPLITS:
@@ -151,15 +150,8 @@ class TextFeatures:
     @classmethod
     def load(cls, path: Path) -> TextFeatures:
         with np.load(path, allow_pickle=False) as data:
-            config = json.loads(str(data["config"]))
             tfidf = HashedTfidf(
-                TfidfConfig(
-                    word_buckets=config["word_buckets"],
-                    char_buckets=config["char_buckets"],
-                    word_ngrams=tuple(config["word_ngrams"]),
-                    char_ngrams=tuple(config["char_ngrams"]),
-                ),
-                idf=data["idf"],
+                TfidfConfig.from_dict(json.loads(str(data["config"]))), idf=data["idf"]
             )
             rows, ids = {}, {}
             for name in SPLITS:
