@@ -105,7 +105,10 @@ def promote(
     if params.require_index and INDEX_TAG not in challenger.tags:
         raise PromotionRefusedError(
             f"{name} version {version} has no FAISS index (tag {INDEX_TAG!r}); "
-            "run the index stage for it first"
+            "run the index stage for it first (`dvc repro --force --single-item index` if "
+            "DVC finds it up to date: the registry is not part of DVC's state, so a version "
+            "registered for an unchanged model, e.g. in a new or reset registry, is not "
+            "indexed again)"
         )
     value = _metric(challenger, params.metric)
     if value is None:
