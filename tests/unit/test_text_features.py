@@ -12,7 +12,7 @@ import pytest
 from marketplace.config import load_params
 from marketplace.data.labels import LabelMap
 from marketplace.models.embedding import EmbeddingSet
-from marketplace.models.tfidf import TfidfConfig
+from marketplace.models.tfidf import HashedTfidf, TfidfConfig
 from marketplace.training.features import TextFeatures, build_text_features, products_table
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT
@@ -46,8 +46,11 @@ def test_rows_match_the_fitted_tfidf_and_have_unit_norm() -> None:
         norms = np.sqrt(features.rows[name].multiply(features.rows[name]).sum(axis=1))
         np.testing.assert_allclose(np.asarray(norms).ravel(), 1.0, rtol=1e-5)
         assert features.ids[name] == ids
-    # the IDF is fitted on train only: an n-gram seen only in val keeps the maximal weight
-    assert features.tfidf.idf is not None and features.tfidf.idf.max() > 1.0
+    # the IDF is fitted on the training texts only
+    train_only = HashedTfidf(CONFIG).fit(list(products.loc[SPLITS["train"], "text"]))
+    np.testing.assert_array_equal(features.tfidf.idf, train_only.idf)
+    everything = HashedTfidf(CONFIG).fit(list(products["text"]))
+    assert not np.array_equal(features.tfidf.idf, everything.idf)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
