@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from marketplace import paths
-from marketplace.cli import log_problems, run
+from marketplace.cli import exit_process, log_problems, run
 from marketplace.config import load_params
 from marketplace.data.images import clean_export_images
 from marketplace.io import write_csv, write_json
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

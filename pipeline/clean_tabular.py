@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from marketplace import paths
-from marketplace.cli import log_problems, run
+from marketplace.cli import exit_process, log_problems, run
 from marketplace.config import load_params
 from marketplace.data.tabular import clean_tables
 from marketplace.io import write_csv, write_json
@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from marketplace import paths
-from marketplace.cli import run
+from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.io import write_json
 from marketplace.models.embedding import embed_catalogue_images
@@ -53,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

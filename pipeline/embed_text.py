@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from marketplace import paths
-from marketplace.cli import run
+from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.io import write_json
 from marketplace.models.embedding import embed_catalogue_texts
@@ -48,4 +48,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from marketplace import paths
-from marketplace.cli import run
+from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.data.split import read_split
 from marketplace.index import evaluate_index, index_catalogue, package_sha256
@@ -96,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from marketplace.cli import run
+from marketplace.cli import exit_process, run
 from marketplace.data.ingest import dvc_track, ingest_export
 from marketplace.paths import DATA_DIR
 
@@ -47,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from marketplace.cli import run
+from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 
 log = logging.getLogger("pipeline.promote")
@@ -55,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

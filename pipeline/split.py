@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from marketplace import paths
-from marketplace.cli import run
+from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.data.split import split_products, split_summary, write_split
 from marketplace.io import write_csv, write_json
@@ -45,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from marketplace import paths
-from marketplace.cli import run
+from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.data.labels import LabelMap
 from marketplace.data.split import read_split
@@ -25,7 +25,6 @@ from marketplace.models.embedding import EmbeddingSet
 from marketplace.registry import (
     example_from_catalogue,
     log_trained,
-    preload_encoders,
     training_run,
 )
 from marketplace.training.features import TextFeatures
@@ -48,14 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         images = EmbeddingSet.load(paths.IMAGE_EMBEDDINGS_FILE) if kind != "text" else None
         texts = EmbeddingSet.load(paths.TEXT_EMBEDDINGS_FILE) if kind != "vision" else None
         features = TextFeatures.load(paths.TFIDF_FILE) if kind != "vision" else None
-        # The model check at logging time needs the pretrained encoders: load them now, on a
-        # thread, while the head trains (not for an encoder this run fine-tunes).
-        tuned_image = kind == "vision" and params.train.vision.finetune_blocks > 0
-        tuned_text = kind == "text" and params.train.text.finetune_layers > 0
-        preload_encoders(
-            images.spec if images is not None and not tuned_image else None,
-            texts.spec if texts is not None and not tuned_text else None,
-        )
         with training_run(kind, params) as on_epoch:
             trained = train_classifier(
                 kind,
@@ -105,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import logging
-import threading
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +27,6 @@ from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, s
 if TYPE_CHECKING:  # the index stage and the API use this module without training code
     from marketplace.training.train import TrainedModel
 
-log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
 PACKAGE_ARTIFACT = "package"  # the classifier folder, inside the logged model's artifacts
 INDEX_ARTIFACT = "index"  # the FAISS index folder, beside it (combined model only)
@@ -101,32 +98,6 @@ def example_from_catalogue(kind: str, listings: pd.DataFrame, images_dir: Path) 
     if kind == "combined":
         example["price"] = None if pd.isna(row["price"]) else float(row["price"])
     return pd.DataFrame([example])
-
-
-def preload_encoders(
-    image_spec: dict[str, Any] | None, text_spec: dict[str, Any] | None
-) -> threading.Thread:
-    """Load the pretrained encoders named by the specs on a background thread.
-
-    Logging a model makes MLflow load it to validate the input example, which loads its
-    encoders (and imports transformers): seconds that a training stage can spend while its
-    head trains instead. They land in the process-wide cache that ``ListingClassifier``
-    takes pretrained encoders from. Failures are left for that later load to report.
-    """
-    from marketplace.models.encoders import shared_image_encoder, shared_text_encoder
-
-    def load() -> None:
-        try:
-            if image_spec is not None:
-                shared_image_encoder(image_spec["encoder"])
-            if text_spec is not None:
-                shared_text_encoder(text_spec["encoder"], text_spec["max_tokens"])
-        except Exception:  # reported by the load that needs them
-            log.debug("preloading encoders failed", exc_info=True)
-
-    thread = threading.Thread(target=load, name="preload-encoders", daemon=True)
-    thread.start()
-    return thread
 
 
 def log_and_register(

@@ -56,3 +56,27 @@ def test_ingest_zip_updates_data_dvc_and_refuses_a_broken_export(tmp_path: Path)
     assert result.returncode == 2
     assert "Images.csv is missing" in result.stderr
     assert (project / "data" / "Images.csv").exists(), "the previous export is untouched"
+
+
+def test_exit_process_finishes_what_a_normal_exit_would(tmp_path: Path) -> None:
+    """Stages end with ``exit_process``: it skips the interpreter's teardown, not the
+    work a normal exit does (joining threads, atexit handlers, flushing buffered output)."""
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import atexit, pathlib, sys, threading, time\n"
+        "from marketplace.cli import exit_process\n"
+        f"out = pathlib.Path({str(tmp_path)!r})\n"
+        "def late():\n"
+        "    time.sleep(0.3)\n"
+        "    (out / 'thread.txt').write_text('done')\n"
+        "threading.Thread(target=late).start()\n"
+        "atexit.register(lambda: (out / 'atexit.txt').write_text('ran'))\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "exit_process(3)\n"
+    )
+    env = {k: v for k, v in venv_env().items() if k != "PYTHONUNBUFFERED"}  # buffer stdout
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "buffered, no newline"
+    assert (tmp_path / "thread.txt").read_text() == "done"
+    assert (tmp_path / "atexit.txt").read_text() == "ran"

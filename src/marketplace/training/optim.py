@@ -41,18 +41,21 @@ class LazyAdam(torch.optim.Optimizer):
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    # first and second moments side by side: one gather, one scatter
-                    state["moments"] = torch.zeros(param.shape[0], 2 * param.shape[1])
+                    # two contiguous tables: the update's arithmetic on strided halves of
+                    # one table took twice as long (BENCHMARKS.md)
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
                 state["step"] += 1
                 step = state["step"]
-                moments = state["moments"].index_select(0, rows)
-                width = param.shape[1]
-                exp_avg, exp_avg_sq = moments[:, :width], moments[:, width:]
+                exp_avg = state["exp_avg"].index_select(0, rows)
+                exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
                 exp_avg.mul_(beta1).add_(values, alpha=1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(values, values, value=1 - beta2)
-                state["moments"].index_copy_(0, rows, moments)
+                state["exp_avg"].index_copy_(0, rows, exp_avg)
+                state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
                 step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-                update = exp_avg.div_(exp_avg_sq.sqrt_().add_(eps)).mul_(-step_size)
+                denominator = exp_avg_sq.sqrt_().add_(eps)
+                update = torch.div(exp_avg, denominator, out=denominator).mul_(-step_size)
                 # rows are distinct: gather, add, scatter (faster than a 2-D index_add_)
                 param.index_copy_(0, rows, param.index_select(0, rows).add_(update))
 
@@ -60,15 +63,15 @@ class LazyAdam(torch.optim.Optimizer):
 def _distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows and values of a sparse row gradient, each row once.
 
-    ``SparseLinear`` already yields each row once, but autograd drops the "coalesced" flag
-    on the way to ``.grad``; checking that the rows are distinct (a mark array) costs a
-    fraction of ``coalesce()``'s sort.
+    ``SparseLinear`` already yields each row once, in ascending order, but autograd drops
+    the "coalesced" flag on the way to ``.grad``: checking that the rows strictly increase
+    costs a pass over them, where ``coalesce()`` sorts (and a mark array over the table's
+    half a million rows took 0.5 ms a step).
     """
     if grad.is_coalesced():
         return grad.indices()[0], grad.values()
     rows = grad._indices()[0]
-    seen = torch.zeros(grad.shape[0], dtype=torch.bool).index_fill_(0, rows, True)
-    if int(seen.sum()) == len(rows):
+    if bool((rows[1:] > rows[:-1]).all()):
         return rows, grad._values()
     grad = grad.coalesce()
     return grad.indices()[0], grad.values()
