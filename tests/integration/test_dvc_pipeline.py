@@ -224,3 +224,33 @@ def test_head_only_param_change_reruns_only_that_head(repo: Path) -> None:
         assert ran == {"train_combined", "index"}  # the index depends on the combined model
     finally:
         params.write_text(original)
+
+
+def test_dvc_experiments_metrics_diff_and_plots(repo: Path) -> None:
+    """The issue's ML-engineer loop: `dvc exp run -S` on a head param reruns only that
+    head (and the index built from it), and `dvc metrics diff` / `dvc plots show` compare
+    it with the committed baseline. Last in this module: it commits the scratch repo."""
+    for key, value in (("user.email", "ci@example.com"), ("user.name", "ci")):
+        run(["git", "config", key, value], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "baseline"], repo)
+    baseline = json.loads((repo / "metrics/train_combined.json").read_text())
+
+    lr = yaml.safe_load((repo / "params.yaml").read_text())["train"]["combined"]["lr"] * 0.5
+    result = run(["dvc", "exp", "run", "-S", f"train.combined.lr={lr}"], repo)
+    ran = {stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout}
+    assert ran == {"train_combined", "index"}
+
+    shown = run(["dvc", "exp", "show", "--csv"], repo).stdout
+    assert "train.combined.lr" in shown.splitlines()[0]
+    assert str(lr) in shown
+
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    changed = diff.get("metrics/train_combined.json", {})  # only metrics that changed
+    assert changed, diff  # a real rerun of the head, not a copy of the baseline
+    for name, values in changed.items():
+        assert values["old"] == pytest.approx(baseline[name])
+
+    plots = run(["dvc", "plots", "show", "-o", "plots_html"], repo)
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert "plots/combined/history.csv" in page, plots.stdout
