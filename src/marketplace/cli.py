@@ -55,16 +55,15 @@ def exit_process(code: int) -> NoReturn:
     """End a stage's process with ``code`` once its work is done, skipping the teardown.
 
     CPython's finalisation frees every object of every loaded module one at a time; with
-    torch, MLflow and transformers loaded that took about a second per stage (1.1 s of the
-    index stage's 6.9 s, BENCHMARKS.md), memory the OS reclaims at once. What a normal exit
-    does for correctness still happens first: other non-daemon threads are joined, the
-    ``atexit`` handlers run (logging's flush, MLflow ending its runs), and stdout and stderr
-    are flushed. Only for ``__main__`` blocks: never call it from library code or tests.
+    torch, MLflow and transformers loaded that took about a second per stage (1.07 s of the
+    index stage's 6.93 s, BENCHMARKS.md), memory the OS reclaims at once. What a normal exit
+    does for correctness still happens first, in the interpreter's own order:
+    ``threading._shutdown`` (threading's exit hooks, which stop idle thread pools, then
+    joining every non-daemon thread), the ``atexit`` handlers (logging's flush, MLflow
+    ending its runs), and flushing stdout and stderr. Only for ``__main__`` blocks: never
+    call it from library code or tests.
     """
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx calls first
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

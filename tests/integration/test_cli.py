@@ -60,22 +60,27 @@ def test_ingest_zip_updates_data_dvc_and_refuses_a_broken_export(tmp_path: Path)
 
 def test_exit_process_finishes_what_a_normal_exit_would(tmp_path: Path) -> None:
     """Stages end with ``exit_process``: it skips the interpreter's teardown, not the
-    work a normal exit does (joining threads, atexit handlers, flushing buffered output)."""
+    work a normal exit does (joining threads, atexit handlers, flushing buffered output),
+    and an idle thread pool does not keep it waiting (a plain join of every thread did)."""
     script = tmp_path / "stage.py"
     script.write_text(
-        "import atexit, pathlib, sys, threading, time\n"
+        "import atexit, concurrent.futures, pathlib, sys, threading, time\n"
         "from marketplace.cli import exit_process\n"
         f"out = pathlib.Path({str(tmp_path)!r})\n"
         "def late():\n"
         "    time.sleep(0.3)\n"
         "    (out / 'thread.txt').write_text('done')\n"
         "threading.Thread(target=late).start()\n"
+        "pool = concurrent.futures.ThreadPoolExecutor(1)\n"
+        "pool.submit(int).result()  # its worker now idles on the queue\n"
         "atexit.register(lambda: (out / 'atexit.txt').write_text('ran'))\n"
         "sys.stdout.write('buffered, no newline')\n"
         "exit_process(3)\n"
     )
     env = {k: v for k, v in venv_env().items() if k != "PYTHONUNBUFFERED"}  # buffer stdout
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 3, result.stderr
     assert result.stdout == "buffered, no newline"
     assert (tmp_path / "thread.txt").read_text() == "done"
