@@ -41,8 +41,8 @@ class LazyAdam(torch.optim.Optimizer):
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    # two contiguous tables: the update's arithmetic on strided halves of
-                    # one table took twice as long (BENCHMARKS.md)
+                    # two contiguous tables: with both moments side by side in one, the
+                    # strided arithmetic made the step twice as long (BENCHMARKS.md)
                     state["exp_avg"] = torch.zeros_like(param)
                     state["exp_avg_sq"] = torch.zeros_like(param)
                 state["step"] += 1
