@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from marketplace.index import query_kind
 from marketplace.inference import Listing
+from marketplace.models.query import query_kind
 from serving.dependencies import BatcherDep, ModelDep, SettingsDep
 from serving.routers._common import LISTING_FORM, call_model, model_errors, model_ref
 from serving.schemas import CategoryScore, EmbedResponse, PredictResponse

@@ -137,9 +137,11 @@ class TextHeadParams(HeadParams):
 
 @dataclass(frozen=True)
 class CombinedHeadParams(HeadParams):
-    """The fusion head also drops the image branch for a share of training rows."""
+    """The fusion head drops the image branch for a share of training rows, and weighs the
+    per-branch (photo-only, text-only) loss terms that make each query kind stand alone."""
 
     modality_dropout: float
+    aux_weight: float
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,7 @@ _HEAD_CHECKS: dict[str, _Validator] = {
     "batch_size": lambda v: None if v >= 1 else "must be >= 1",
     "label_smoothing": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
     "modality_dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "aux_weight": lambda v: None if v >= 0 else "must be >= 0",
     "finetune_lr": lambda v: None if v > 0 else "must be > 0",
     "finetune_epochs": lambda v: None if v >= 1 else "must be >= 1",
     "finetune_patience": lambda v: None if v >= 1 else "must be >= 1",

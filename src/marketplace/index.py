@@ -43,6 +43,7 @@ import torch
 from marketplace.cli import StageError
 from marketplace.io import write_npz
 from marketplace.models.classifier import CONFIG_FILE, WEIGHTS_FILE, ClassifierPackage
+from marketplace.models.query import QUERY_KINDS
 
 INDEX_FORMAT = 1
 INDEX_FILE = "index.faiss"
@@ -50,7 +51,6 @@ PRODUCTS_FILE = "products.parquet"
 META_FILE = "index.json"
 NEIGHBOURS_FILE = "neighbours.npz"
 RECORD_COLUMNS = ("product_id", "title", "price", "category", "location", "image_id")
-QUERY_KINDS = ("text", "image", "image+text")
 
 
 class IndexMismatchError(ValueError):
@@ -104,10 +104,6 @@ def query_vector(
     t = zeros if text is None else text * (text_weight if both else 1.0)
     i = zeros if image is None else image * (1.0 - text_weight if both else 1.0)
     return np.concatenate([t, i]).astype(np.float32)
-
-
-def query_kind(has_text: bool, has_image: bool) -> str:
-    return "image+text" if has_text and has_image else "image" if has_image else "text"
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from marketplace.index import (
-    ProductIndex,
-    branch_vectors,
-    package_sha256,
-    query_kind,
-    query_vector,
-)
+from marketplace.index import ProductIndex, branch_vectors, package_sha256, query_vector
 from marketplace.models.classifier import ListingClassifier
+from marketplace.models.query import query_kind
 from marketplace.registry import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 
 
@@ -74,7 +69,7 @@ class Filters:
     max_price: float | None = None
 
 
-def _package_dir(model_dir: Path) -> Path:
+def package_dir(model_dir: Path) -> Path:
     """Where the pyfunc model keeps the classifier package (read from its ``MLmodel``)."""
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     artifacts = mlmodel["flavors"]["python_function"].get("artifacts", {})
@@ -114,14 +109,14 @@ class Marketplace:
     ) -> Marketplace:
         """Load a downloaded model version; refuses an index another model built."""
         started = time.perf_counter() if started is None else started
-        package_dir = _package_dir(model_dir)
+        folder = package_dir(model_dir)
         index_dir = model_dir / INDEX_ARTIFACT
         if not index_dir.is_dir():
             raise ValueError(f"{name} version {version} has no index; run the index stage")
         index = ProductIndex.load(
-            index_dir, model_version=version, package_sha=package_sha256(package_dir)
+            index_dir, model_version=version, package_sha=package_sha256(folder)
         )
-        classifier = ListingClassifier.load(package_dir)
+        classifier = ListingClassifier.load(folder)
         # One text prediction before serving: it loads what the first request would
         # otherwise wait for (the TF-IDF hashers, torch's kernels).
         classifier.predict_proba(texts=["warm-up listing"], prices=[None])

@@ -3,7 +3,9 @@
 MLflow's model stages ("Staging", "Production") are deprecated; a registered-model alias
 does the same job: ``models:/marketplace-combined@production`` always names the version
 the service should run. ``promote`` moves the alias only if the challenger is not worse
-than the current production on the gate metric (within a tolerance), unless forced;
+than the current production on the gate metric (within a tolerance) for the listings as
+they come *and* for every query kind both versions were scored on (photo only, text
+only, photo + text: ``test_image_accuracy`` etc. beside ``test_accuracy``), unless forced;
 ``rollback`` moves it back to the version it replaced. The alias history is kept on the
 registered model (tag ``<alias>.history``, oldest first), and each move is recorded as
 tags on the versions involved: when, what it replaced, the metrics compared.
@@ -18,6 +20,7 @@ from typing import Any
 
 from marketplace.cli import StageError
 from marketplace.config import PromoteParams
+from marketplace.models.query import QUERY_KINDS, kind_slug
 from marketplace.registry import INDEX_TAG
 
 
@@ -38,6 +41,7 @@ class PromotionResult:
     value: float | None
     previous_value: float | None
     forced: bool
+    gate: tuple[GateRow, ...] = ()
 
     def describe(self) -> str:
         if self.action == "unchanged":
@@ -50,7 +54,61 @@ class PromotionResult:
             if self.previous_value is not None:
                 gate += f" vs {self.previous_value:.4f}"
         forced = " [forced]" if self.forced else ""
-        return f"{self.model}@{self.alias} {verb} version {self.version}{was}{gate}{forced}"
+        table = f"\n{gate_table(self.gate)}" if self.gate else ""
+        return f"{self.model}@{self.alias} {verb} version {self.version}{was}{gate}{forced}{table}"
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """One comparison of the gate: a query kind (or the listings as they come)."""
+
+    kind: str  # image | text | image+text | all
+    tag: str
+    challenger: float | None
+    production: float | None
+
+    def worse_by_more_than(self, tolerance: float) -> bool:
+        return (
+            self.challenger is not None
+            and self.production is not None
+            and self.challenger < self.production - tolerance
+        )
+
+
+def kind_tag(metric: str, kind: str) -> str:
+    """The per-kind tag of a gate metric: ``test_accuracy`` -> ``test_image_accuracy``."""
+    split, _, name = metric.partition("_")
+    return f"{split}_{kind_slug(kind)}_{name}"
+
+
+def gate_rows(challenger: Any, current: Any | None, metric: str) -> tuple[GateRow, ...]:
+    """The listings as they come, then each query kind the challenger was scored on."""
+    rows = [GateRow("all", metric, _metric(challenger, metric), _production(current, metric))]
+    if metric.startswith(("val_", "test_")):
+        for kind in QUERY_KINDS:
+            tag = kind_tag(metric, kind)
+            if tag in challenger.tags:
+                rows.append(GateRow(kind, tag, _metric(challenger, tag), _production(current, tag)))
+    return tuple(rows)
+
+
+def gate_table(rows: tuple[GateRow, ...]) -> str:
+    """The per-kind comparison as a fixed-width table (what a refusal prints)."""
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    lines = [f"  {'query kind':<12}{'challenger':>12}{'production':>12}{'change':>10}"]
+    for row in rows:
+        change = (
+            f"{row.challenger - row.production:+.4f}"
+            if row.challenger is not None and row.production is not None
+            else "-"
+        )
+        lines.append(
+            f"  {row.kind:<12}{fmt(row.challenger):>12}{fmt(row.production):>12}{change:>10}"
+        )
+    return "\n".join(lines)
 
 
 def _now() -> str:
@@ -70,6 +128,10 @@ def _current(client: Any, name: str, alias: str) -> Any | None:
     aliases = client.get_registered_model(name).aliases
     version = aliases.get(alias)
     return None if version is None else client.get_model_version(name, str(version))
+
+
+def _production(current: Any | None, metric: str) -> float | None:
+    return None if current is None else _metric(current, metric)
 
 
 def _metric(version: Any, metric: str) -> float | None:
@@ -120,11 +182,14 @@ def promote(
         return PromotionResult(
             name, alias, "unchanged", str(version), previous, params.metric, value, value, force
         )
-    if not force and previous_value is not None and value < previous_value - params.tolerance:
+    rows = gate_rows(challenger, current, params.metric)
+    worse = [row for row in rows if row.worse_by_more_than(params.tolerance)]
+    if not force and worse:
+        which = ", ".join(f"{row.tag} {row.challenger:.4f}" for row in worse)
         raise PromotionRefusedError(
-            f"{name} version {version} has {params.metric} {value:.4f}, worse than "
-            f"production (version {previous}) {previous_value:.4f} by more than the "
-            f"tolerance {params.tolerance}; use --force to promote anyway"
+            f"{name} version {version} is worse than production (version {previous}) by "
+            f"more than the tolerance {params.tolerance} on {which}; use --force to "
+            f"promote anyway\n{gate_table(rows)}"
         )
     client.set_registered_model_alias(name, alias, str(version))
     history = [*_history(client, name, alias), str(version)]
@@ -132,15 +197,26 @@ def promote(
     gate = f"{value:.6g} (first)"
     if previous_value is not None:
         gate = f"{value:.6g} vs {previous_value:.6g} (tolerance {params.tolerance})"
+    per_kind = {row.kind: [row.challenger, row.production] for row in rows if row.kind != "all"}
     for key, tag in {
         f"{alias}.promoted_at": _now(),
         f"{alias}.replaced": previous or "none",
         f"{alias}.gate": gate,
         f"{alias}.forced": str(force).lower(),
+        **({f"{alias}.gate_by_kind": json.dumps(per_kind)} if per_kind else {}),
     }.items():
         client.set_model_version_tag(name, str(version), key, tag)
     return PromotionResult(
-        name, alias, "promoted", str(version), previous, params.metric, value, previous_value, force
+        name,
+        alias,
+        "promoted",
+        str(version),
+        previous,
+        params.metric,
+        value,
+        previous_value,
+        force,
+        rows,
     )
 
 

@@ -85,3 +85,47 @@ def test_rollback_walks_back_the_history(client: MlflowClient) -> None:
         rollback(client, NAME, GATE)
     history = client.get_registered_model(NAME).tags["production.history"]
     assert json.loads(history) == ["1"]
+
+
+def _per_kind_version(client: MlflowClient, tmp_path: Path, **accuracy: float) -> str:
+    version = client.create_model_version(NAME, source=str(tmp_path)).version
+    tags = {INDEX_TAG: "100", "test_accuracy": str(accuracy.pop("all"))}
+    tags |= {f"test_{kind}_accuracy": str(value) for kind, value in accuracy.items()}
+    for key, value in tags.items():
+        client.set_model_version_tag(NAME, version, key, value)
+    return str(version)
+
+
+def test_gate_compares_every_query_kind(client: MlflowClient, tmp_path: Path) -> None:
+    production = _per_kind_version(
+        client, tmp_path, all=0.85, image=0.56, text=0.84, image_text=0.86
+    )
+    promote(client, NAME, production, GATE)
+    # Better on the mix and on text, but its photo-only answers collapsed to chance: the
+    # average over kinds would pass it; the gate must not.
+    collapsed = _per_kind_version(
+        client, tmp_path, all=0.87, image=0.09, text=0.86, image_text=0.87
+    )
+    with pytest.raises(PromotionRefusedError) as refused:
+        promote(client, NAME, collapsed, GATE)
+    message = str(refused.value)
+    assert "test_image_accuracy 0.0900" in message
+    table = message.split("\n")[1:]
+    assert table[0].split() == ["query", "kind", "challenger", "production", "change"]
+    rows = {line.split()[0]: line.split()[1:] for line in table[1:]}
+    assert rows["image"] == ["0.0900", "0.5600", "-0.4700"]
+    assert rows["image+text"] == ["0.8700", "0.8600", "+0.0100"]
+    assert set(rows) == {"all", "image", "text", "image+text"}
+    assert _alias(client) == production
+
+    # --force keeps its meaning; the per-kind comparison is recorded on the version.
+    forced = promote(client, NAME, collapsed, GATE, force=True)
+    assert forced.forced and _alias(client) == collapsed
+    by_kind = json.loads(client.get_model_version(NAME, collapsed).tags["production.gate_by_kind"])
+    assert by_kind["image"] == [0.09, 0.56]
+
+    # A challenger within the tolerance on every kind passes, and says so kind by kind.
+    promote(client, NAME, production, GATE, force=True)
+    fine = _per_kind_version(client, tmp_path, all=0.85, image=0.555, text=0.845, image_text=0.86)
+    result = promote(client, NAME, fine, GATE)
+    assert result.action == "promoted" and "image+text" in result.describe()

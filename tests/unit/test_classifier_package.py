@@ -85,3 +85,20 @@ def test_signatures_name_the_inputs() -> None:
     assert combined.input_names() == ["image", "text", "price"]
     assert not any(spec.required for spec in combined.inputs)
     assert signature("text").outputs.input_names() == ["category", "confidence", "probabilities"]
+
+
+def test_calibration_travels_with_the_package_and_divides_the_logits(
+    package: ClassifierPackage, tmp_path: Path
+) -> None:
+    raw = ListingClassifier(package).predict_proba(texts=TEXTS)
+    package.calibration = {"text": 2.0}
+    package.save(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["calibration"] == {
+        "text": 2.0
+    }
+    loaded = ListingClassifier.load(tmp_path / "model")
+    calibrated = loaded.predict_proba(texts=TEXTS)
+    # softmax(z / 2) is softmax(z) ** 0.5, renormalised; the ranking is unchanged.
+    expected = np.sqrt(raw) / np.sqrt(raw).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(calibrated, expected, atol=1e-5)
+    np.testing.assert_array_equal(calibrated.argmax(1), raw.argmax(1))

@@ -33,6 +33,7 @@ from marketplace.models.encoders import (
     shared_text_encoder,
 )
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
+from marketplace.models.query import query_kind
 from marketplace.models.tfidf import HashedTfidf, TfidfConfig
 from marketplace.preprocessing import ImagePreprocessing, listing_text
 from marketplace.training.features import PriceScaler
@@ -67,6 +68,12 @@ class ClassifierPackage:
     # Fine-tuned encoder tensors (the unfrozen stages only), keyed "image_encoder.<name>" or
     # "text_encoder.<name>" with <name> as in the encoder's state_dict(); empty by default.
     encoder_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Temperature per query kind (``models.query.QUERY_KINDS``), fitted on val: logits are
+    # divided by it before the softmax. A kind without one (older packages) uses 1.
+    calibration: dict[str, float] = field(default_factory=dict)
+
+    def temperature(self, kind: str) -> float:
+        return float(self.calibration.get(kind, 1.0))
 
     def encoder_overrides(self, prefix: str) -> dict[str, torch.Tensor]:
         """The fine-tuned tensors of one encoder (``image_encoder.`` / ``text_encoder.``),
@@ -98,6 +105,7 @@ class ClassifierPackage:
             if self.prices is None
             else {"mean": self.prices.mean, "std": self.prices.std},
             "info": self.info,
+            "calibration": dict(sorted(self.calibration.items())),
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
@@ -133,6 +141,7 @@ class ClassifierPackage:
             prices,
             config.get("info", {}),
             {k: v for k, v in tensors.items() if k.startswith(ENCODER_PREFIXES)},
+            {k: float(v) for k, v in config.get("calibration", {}).items()},
         )
 
 
@@ -210,8 +219,11 @@ class ListingClassifier:
         texts: Sequence[str | None] | None = None,
         prices: Sequence[float | None] | None = None,
     ) -> np.ndarray:
-        """``[N, n_classes]`` probabilities. Photos are raw bytes (cleaned here, as in
-        training); a text is the listing's title and description (or just one)."""
+        """``[N, n_classes]`` calibrated probabilities. Photos are raw bytes (cleaned here,
+        as in training); a text is the listing's title and description (or just one).
+
+        The combined model scores each row by the votes of what it brings (a photo, a
+        text, or both) and divides its logits by that query kind's temperature."""
         kind = self.package.kind
         n = len(images if images is not None else texts if texts is not None else [])
         images = list(images) if images is not None else [None] * n
@@ -221,6 +233,7 @@ class ListingClassifier:
                 raise ValueError("the vision model needs a photo for every row")
             vectors, _ = self.image_embeddings(images)
             logits = self.package.head(vectors)
+            kinds = ["image"] * n
         elif kind == "text":
             if not all(texts_clean):
                 raise ValueError("the text model needs text for every row")
@@ -228,30 +241,34 @@ class ListingClassifier:
             logits = self.package.head(
                 self.package.tfidf.transform(texts_clean), self.text_embeddings(texts_clean)
             )
+            kinds = ["text"] * n
         else:
-            if any(
-                image is None and not text for image, text in zip(images, texts_clean, strict=True)
-            ):
-                raise ValueError("each row needs a photo, a text, or both")
+            kinds = [
+                query_kind(bool(text), image is not None)
+                for image, text in zip(images, texts_clean, strict=True)
+            ]
             assert self.package.tfidf is not None and self.package.prices is not None
             vectors, has_image = self.image_embeddings(images)
             extra = torch.from_numpy(self.package.prices.transform(list(prices or [None] * n)))
-            head = self.package.head
-            logits = torch.zeros(n, len(self.categories))
-            # Photo only: the text votes would score an empty string, which training never
-            # saw; the image and price votes decide alone.
-            no_text = torch.tensor([not t for t in texts_clean])
-            if no_text.any():
-                logits[no_text] = head.image_head(vectors[no_text]) + head.price_head(
-                    extra[no_text]
-                )
-            if (~no_text).any():
-                rows = [i for i, t in enumerate(texts_clean) if t]
-                logits[~no_text] = head(
-                    self.package.tfidf.transform([texts_clean[i] for i in rows]),
-                    vectors[rows],
-                    has_image[rows],
-                    self.text_embeddings([texts_clean[i] for i in rows]),
-                    extra[rows],
-                )
-        return logits.softmax(dim=1).numpy()
+            has_text = torch.tensor([bool(t) for t in texts_clean], dtype=torch.float32)
+            # Rows without text: their text votes are masked out (zero TF-IDF row and
+            # sentence vector); the encoder runs only on the texts there are.
+            text_vectors = torch.zeros(n, self.text_dim)
+            rows = [i for i, t in enumerate(texts_clean) if t]
+            if rows:
+                text_vectors[rows] = self.text_embeddings([texts_clean[i] for i in rows])
+            logits = self.package.head(
+                self.package.tfidf.transform(texts_clean),
+                vectors,
+                has_image,
+                text_vectors,
+                extra,
+                has_text,
+            )
+        temperature = torch.tensor([self.package.temperature(k) for k in kinds])
+        return (logits / temperature.unsqueeze(1)).softmax(dim=1).numpy()
+
+    @property
+    def text_dim(self) -> int:
+        assert self.package.text_spec is not None
+        return int(self.package.arguments["text_dim"])

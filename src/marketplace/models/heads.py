@@ -184,12 +184,18 @@ class TextClassifier(nn.Module):
 class CombinedClassifier(nn.Module):
     """Image + text + listing fields, as a sum of per-modality logits.
 
-    ``wide(tfidf) + text_head(text) + has_image * image_head(image) + price_head(extra)``:
-    each modality votes, and a listing without a photo is scored by the text terms alone.
-    Summing logits (rather than one MLP over the concatenation) keeps a weak modality from
-    drowning a strong one; the image vote is dropped for ``modality_dropout`` of training
-    rows so the text terms stay good on their own. ``embed`` concatenates the text and image
-    hidden layers.
+    ``price_head(extra) + has_text * (wide(tfidf) + text_head(text))
+    + has_image * image_head(image)``: each modality votes, and a listing is scored by the
+    votes of what it brings (a photo, a text, or both). Summing logits (rather than one
+    MLP over the concatenation) keeps a weak modality from drowning a strong one.
+
+    Every query kind must stand alone, so ``training_loss`` adds to the loss of the full
+    sum one term per branch: the photo-only logits (image vote + the missing-price vote)
+    on the rows with a photo, and the text-only logits (text votes + price) on every row,
+    weighted by ``aux_weight``. Trained on the sum alone, the image branch learned only a
+    small correction on top of strong text votes, and scored photos alone at chance
+    (issue 11). The image vote is still dropped for ``modality_dropout`` of the full-sum
+    rows. ``embed`` concatenates the text and image hidden layers.
     """
 
     def __init__(
@@ -203,6 +209,7 @@ class CombinedClassifier(nn.Module):
         hidden_dim: int = 512,
         dropout: float = 0.3,
         modality_dropout: float = 0.2,
+        aux_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.wide = SparseLinear(tfidf_features, num_classes)
@@ -212,12 +219,7 @@ class CombinedClassifier(nn.Module):
         )
         self.price_head = nn.Linear(extra_dim, num_classes)
         self.modality_dropout = modality_dropout
-
-    def _image_weight(self, has_image: torch.Tensor) -> torch.Tensor:
-        present = has_image.float().unsqueeze(1)
-        if self.training and self.modality_dropout > 0:
-            present = present * (torch.rand_like(present) >= self.modality_dropout).float()
-        return present
+        self.aux_weight = aux_weight
 
     def embed(
         self,
@@ -226,13 +228,25 @@ class CombinedClassifier(nn.Module):
         has_image: torch.Tensor,
         text: torch.Tensor,
         extra: torch.Tensor,
+        has_text: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        text_flag = torch.ones(len(text)) if has_text is None else has_text.float()
         return torch.cat(
             [
-                self.text_head.embed(text),
+                self.text_head.embed(text) * text_flag.unsqueeze(1),
                 self.image_head.embed(image) * has_image.float().unsqueeze(1),
             ],
             dim=1,
+        )
+
+    def votes(
+        self, tfidf: object, image: torch.Tensor, text: torch.Tensor, extra: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three votes before masking: text (wide + deep), image, price."""
+        return (
+            self.wide(tfidf) + self.text_head(text),
+            self.image_head(image),
+            self.price_head(extra),
         )
 
     def forward(
@@ -242,10 +256,41 @@ class CombinedClassifier(nn.Module):
         has_image: torch.Tensor,
         text: torch.Tensor,
         extra: torch.Tensor,
+        has_text: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return (
-            self.wide(tfidf)
-            + self.text_head(text)
-            + self.price_head(extra)
-            + self._image_weight(has_image) * self.image_head(image)
-        )
+        """Logits; ``has_text`` (default: all rows have text) and ``has_image`` mask votes."""
+        text_vote, image_vote, price_vote = self.votes(tfidf, image, text, extra)
+        text_flag = torch.ones(len(text)) if has_text is None else has_text.float()
+        image_weight = has_image.float().unsqueeze(1)
+        if self.training and self.modality_dropout > 0:
+            keep = torch.rand_like(image_weight) >= self.modality_dropout
+            image_weight = image_weight * keep.float()
+        return price_vote + text_flag.unsqueeze(1) * text_vote + image_weight * image_vote
+
+    def training_loss(
+        self, batch: list[Any], labels: torch.Tensor, label_smoothing: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss of the full sum plus the per-branch terms (see the class docstring); the
+        full sum's logits, for the training accuracy."""
+        tfidf, image, has_image, text, extra = batch[:5]
+        text_vote, image_vote, price_vote = self.votes(tfidf, image, text, extra)
+        image_weight = has_image.float().unsqueeze(1)
+        if self.modality_dropout > 0:
+            keep = torch.rand_like(image_weight) >= self.modality_dropout
+            image_weight = image_weight * keep.float()
+        logits = price_vote + text_vote + image_weight * image_vote
+        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        if self.aux_weight > 0:
+            text_only = price_vote + text_vote
+            loss = loss + self.aux_weight * F.cross_entropy(
+                text_only, labels, label_smoothing=label_smoothing
+            )
+            photo = has_image > 0
+            if photo.any():
+                missing = torch.zeros_like(extra[:1])
+                missing[0, -1] = 1.0  # a photo-only query has no price: PriceScaler's flag
+                photo_only = image_vote[photo] + self.price_head(missing)
+                loss = loss + self.aux_weight * F.cross_entropy(
+                    photo_only, labels[photo], label_smoothing=label_smoothing
+                ) * (photo.float().mean())
+        return loss, logits

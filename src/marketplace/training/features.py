@@ -220,8 +220,68 @@ def combined_data(
                 torch.from_numpy(has_image),
                 torch.from_numpy(text_vectors),
                 torch.from_numpy(extra),
+                torch.ones(len(part)),  # has_text: every catalogue product has one
             ],
             torch.tensor(part["label"].to_numpy(), dtype=torch.long),
             list(part.index),
         )
     return out
+
+
+def query_views(model_kind: str, part: SplitData) -> dict[str, SplitData]:
+    """The split as each query kind the model answers sees it (``models.query``).
+
+    The vision model answers photos and the text model texts, as they are. The combined
+    model answers all three: ``image`` (the products with a photo, text masked out and
+    the price unknown: a photo is all the query brings), ``text`` (every product, photo
+    masked out) and ``image+text`` (the products with a photo, everything).
+    """
+    if model_kind == "vision":
+        return {"image": part}
+    if model_kind == "text":
+        return {"text": part}
+    tfidf, image, has_image, text, extra, has_text = part.inputs
+    photo = torch.nonzero(has_image > 0).flatten()
+    missing_price = torch.zeros_like(extra[photo])
+    missing_price[:, 1] = 1.0  # PriceScaler's missing flag
+    labels, ids = part.labels, part.ids
+    return {
+        "image": SplitData(
+            [
+                tfidf[photo.numpy()],
+                image[photo],
+                has_image[photo],
+                torch.zeros_like(text[photo]),
+                missing_price,
+                torch.zeros(len(photo)),
+            ],
+            labels[photo],
+            [ids[i] for i in photo.tolist()],
+        ),
+        "text": SplitData(
+            [tfidf, torch.zeros_like(image), torch.zeros_like(has_image), text, extra, has_text],
+            labels,
+            ids,
+        ),
+        "image+text": SplitData(
+            [
+                x[photo.numpy()] if not isinstance(x, torch.Tensor) else x[photo]
+                for x in part.inputs
+            ],
+            labels[photo],
+            [ids[i] for i in photo.tolist()],
+        ),
+    }
+
+
+def concat_views(views: Sequence[SplitData]) -> SplitData:
+    """Row-wise concatenation of views of one model's inputs (sparse rows stacked)."""
+    inputs = []
+    for column in zip(*(v.inputs for v in views), strict=True):
+        if isinstance(column[0], torch.Tensor):
+            inputs.append(torch.cat(list(column)))
+        else:
+            inputs.append(sparse.vstack(list(column), format="csr"))
+    return SplitData(
+        inputs, torch.cat([v.labels for v in views]), [i for v in views for i in v.ids]
+    )

@@ -52,7 +52,7 @@ class FitResult:
 Batch = Sequence[Any]
 
 
-def _logits(model: nn.Module, inputs: Batch, batch_size: int) -> torch.Tensor:
+def predict_logits(model: nn.Module, inputs: Batch, batch_size: int = 1024) -> torch.Tensor:
     """Logits for every row of ``inputs``, in eval mode, ``batch_size`` rows at a time."""
     model.eval()
     n = inputs[0].shape[0]
@@ -69,14 +69,14 @@ def _evaluate(
 ) -> tuple[float, float]:
     if not len(labels):
         return math.nan, math.nan
-    logits = _logits(model, inputs, batch_size)
+    logits = predict_logits(model, inputs, batch_size)
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     return F.cross_entropy(logits, labels).item(), accuracy
 
 
 def predict_proba(model: nn.Module, inputs: Batch, batch_size: int = 1024) -> torch.Tensor:
     """Softmax probabilities for every row of ``inputs``."""
-    return _logits(model, inputs, batch_size).softmax(dim=1)
+    return predict_logits(model, inputs, batch_size).softmax(dim=1)
 
 
 def fit(
@@ -133,8 +133,11 @@ def fit(
             batch = [x[rows] for x in train_inputs]
             if augment is not None:
                 batch = augment(batch)
-            logits = model(*batch)
-            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            if hasattr(model, "training_loss"):  # a head with its own terms (per-branch)
+                loss, logits = model.training_loss(batch, labels, config.label_smoothing)
+            else:
+                logits = model(*batch)
+                loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             for optimiser in optimisers:
                 optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -21,18 +21,46 @@ def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> flo
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
+) -> float:
+    """ECE: the mean gap between confidence and accuracy over equal-width confidence bins,
+    weighted by the rows in each bin (Guo et al., 2017; 15 bins as there)."""
+    if len(labels) == 0:
+        return float("nan")
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gaps = [
+        abs(correct[which == b].mean() - confidence[which == b].mean()) * np.mean(which == b)
+        for b in range(bins)
+        if np.any(which == b)
+    ]
+    return float(np.sum(gaps))
+
+
 def classification_metrics(
     probabilities: np.ndarray, labels: np.ndarray, prefix: str = ""
 ) -> dict[str, float]:
-    """Accuracy, macro-F1 and top-3 accuracy, keyed ``<prefix>accuracy`` etc."""
-    predicted = probabilities.argmax(axis=1)
+    """Accuracy, macro-F1, top-3 accuracy, log-loss and expected calibration error, keyed
+    ``<prefix>accuracy`` etc."""
     n_classes = probabilities.shape[1]
+    if len(labels) == 0:
+        return {
+            f"{prefix}{name}": float("nan")
+            for name in ("accuracy", "macro_f1", "top3_accuracy", "log_loss", "ece")
+        } | {f"{prefix}n": 0.0}
+    predicted = probabilities.argmax(axis=1)
     return {
-        f"{prefix}accuracy": float((predicted == labels).mean()) if len(labels) else float("nan"),
+        f"{prefix}accuracy": float((predicted == labels).mean()),
         f"{prefix}macro_f1": float(
             f1_score(labels, predicted, average="macro", labels=range(n_classes), zero_division=0)
         ),
         f"{prefix}top3_accuracy": top_k_accuracy(probabilities, labels, 3),
+        f"{prefix}log_loss": float(
+            -np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)).mean()
+        ),
+        f"{prefix}ece": expected_calibration_error(probabilities, labels),
         f"{prefix}n": float(len(labels)),
     }
 

@@ -23,18 +23,22 @@ from marketplace.data.labels import LabelMap
 from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.embedding import EmbeddingSet
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
+from marketplace.models.query import kind_slug
 from marketplace.models.tfidf import HashedTfidf
+from marketplace.training.calibration import fit_temperature
 from marketplace.training.features import (
     PriceScaler,
     SplitData,
     TextFeatures,
     combined_data,
+    concat_views,
     products_table,
+    query_views,
     text_data,
     vision_data,
 )
 from marketplace.training.finetune import Finetuned, finetune_text, finetune_vision
-from marketplace.training.loop import FitConfig, fit, predict_proba
+from marketplace.training.loop import FitConfig, fit, predict_logits
 from marketplace.training.metrics import classification_metrics, per_class_report
 
 
@@ -50,6 +54,52 @@ class TrainedModel:
     test_labels: np.ndarray
     test_ids: list[str]
     report: dict[str, Any]
+
+
+def evaluate_by_kind(
+    model_kind: str,
+    model: torch.nn.Module,
+    parts: dict[str, SplitData],
+    n_classes: int,
+    metrics: dict[str, float],
+    inputs_of: dict[str, list[Any]] | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Fit a temperature per query kind on val; score every kind of every split.
+
+    Adds ``<split>_<kind>_<metric>`` (``models.query.kind_slug``) and, for the listings
+    as they come (a photo and text where the product has a photo, text alone otherwise),
+    ``<split>_<metric>`` to ``metrics``. Returns the temperatures and, per split, the
+    calibrated probabilities of the listings as they come (row-aligned with the split).
+    ``inputs_of`` replaces a split's inputs (a fine-tuned encoder reads pixels or tokens).
+    """
+    calibration: dict[str, float] = {}
+    as_they_come: dict[str, np.ndarray] = {}
+    for name in ("val", "test"):
+        part = parts[name]
+        if inputs_of is not None:
+            part = SplitData(inputs_of[name], part.labels, part.ids)
+        views = query_views(model_kind, part)
+        calibrated = {}
+        for query, view in views.items():
+            logits = predict_logits(model, view.inputs, 64 if inputs_of else 1024)
+            if not len(view.labels):
+                logits = torch.zeros(0, n_classes)
+            if name == "val":
+                calibration[query] = round(fit_temperature(logits, view.labels), 6)
+            probs = (logits / calibration[query]).softmax(dim=1).numpy()
+            calibrated[query] = probs
+            metrics.update(
+                classification_metrics(probs, view.labels.numpy(), f"{name}_{kind_slug(query)}_")
+            )
+        if model_kind == "combined":
+            mixed = calibrated["text"].copy()
+            photo = (part.inputs[2] > 0).numpy()
+            mixed[photo] = calibrated["image+text"]
+        else:
+            mixed = next(iter(calibrated.values()))
+        as_they_come[name] = mixed
+        metrics.update(classification_metrics(mixed, part.labels.numpy(), f"{name}_"))
+    return calibration, as_they_come
 
 
 def _fit_config(head: HeadParams, seed: int) -> FitConfig:
@@ -132,16 +182,20 @@ def train_classifier(
                 "hidden_dim": head_params.hidden_dim,
                 "dropout": head_params.dropout,
                 "modality_dropout": params.combined.modality_dropout,
+                "aux_weight": params.combined.aux_weight,
             }
             head = CombinedClassifier(**arguments)
     else:
         raise ValueError(f"unknown classifier kind {kind!r}")
 
     train, val, test = data["train"], data["val"], data["test"]
+    # Early stopping sees every query kind the model answers (for the combined model, its
+    # val products as photo-only, text-only and photo+text queries), not the mix alone.
+    val_fit = concat_views(list(query_views(kind, val).values()))
     result = fit(
         head,
         (train.inputs, train.labels),
-        (val.inputs, val.labels),
+        (val_fit.inputs, val_fit.labels),
         _fit_config(head_params, params.seed),
         on_epoch=on_epoch,
     )
@@ -177,23 +231,10 @@ def train_classifier(
     if tuned is not None:
         history += [{**r, "epoch": r["epoch"] + len(history)} for r in tuned.result.history]
         metrics["finetune_best_epoch"] = float(tuned.result.best_epoch)
-    probabilities = {}
-    for name, part in (("val", val), ("test", test)):
-        if not len(part.labels):
-            probs = np.zeros((0, n_classes), dtype=np.float32)
-        elif tuned is not None:
-            probs = predict_proba(tuned.model, tuned.inputs[name], batch_size=64).numpy()
-        else:
-            probs = predict_proba(head, part.inputs).numpy()
-        probabilities[name] = probs
-        metrics.update(classification_metrics(probs, part.labels.numpy(), f"{name}_"))
-    if kind == "combined":  # the listings a photo helps: how the model does on them
-        has_image = test.inputs[2].numpy() > 0
-        metrics.update(
-            classification_metrics(
-                probabilities["test"][has_image], test.labels.numpy()[has_image], "test_with_photo_"
-            )
-        )
+    model, inputs_of = (head, None) if tuned is None else (tuned.model, tuned.inputs)
+    calibration, probabilities = evaluate_by_kind(
+        kind, model, {"val": val, "test": test}, n_classes, metrics, inputs_of
+    )
     image_spec = dict(images.spec) if images is not None and kind != "text" else None
     text_spec = dict(texts.spec) if texts is not None and kind != "vision" else None
     if tuned is not None:
@@ -210,6 +251,7 @@ def train_classifier(
         prices=prices,
         info={"metrics": metrics},
         encoder_tensors=tuned.encoder_tensors if tuned is not None else {},
+        calibration=calibration,
     )
     return TrainedModel(
         package=package,
