@@ -60,6 +60,10 @@ class ModelResponse(BaseModel):
     alias: str | None
     run_id: str | None
     metrics: dict[str, float]
+    by_query_kind: dict[str, dict[str, float]] = Field(
+        description="test-split figures per query kind (image, text, image+text): accuracy, "
+        "macro_f1, top3_accuracy, log_loss, ece, n"
+    )
     index_size: int
     index_factory: str
     categories: list[str]

@@ -72,6 +72,11 @@ def test_health_and_model(client: TestClient, registry: Registry) -> None:
     assert model["alias"] == "production" and model["run_id"]
     assert model["index_size"] == 39 and model["index_factory"] == "Flat"
     assert 0 <= model["metrics"]["test_accuracy"] <= 1 and len(model["categories"]) == 13
+    # Each query kind is reported on its own (the test split's figures).
+    assert set(model["by_query_kind"]) == {"image", "text", "image+text"}
+    for figures in model["by_query_kind"].values():
+        assert set(figures) == {"accuracy", "macro_f1", "top3_accuracy", "log_loss", "ece", "n"}
+    assert model["by_query_kind"]["image"]["accuracy"] == model["metrics"]["test_image_accuracy"]
 
 
 def test_not_ready_until_a_model_loads(registry: Registry) -> None:

@@ -96,11 +96,11 @@ def _branch_figures(model: CombinedClassifier, batch: dict) -> tuple[float, floa
     """Photo-only cross-entropy and accuracy, text-only accuracy."""
     model.eval()
     with torch.no_grad():
-        text_vote, image_vote, price_vote = model.votes(
+        text_vote, _, alone, price_vote = model.votes(
             batch["tfidf"], batch["image"], batch["text"], batch["extra"]
         )
     labels = batch["labels"]
-    image_only = image_vote + price_vote
+    image_only = alone + price_vote
     return (
         F.cross_entropy(image_only, labels).item(),
         (image_only.argmax(1) == labels).float().mean().item(),
@@ -144,8 +144,8 @@ def test_per_branch_loss_makes_the_photo_stand_alone() -> None:
         results[aux] = _branch_figures(model, batch)
     (loss_sum_only, accuracy_sum_only, _), (loss, accuracy, text_accuracy) = results.values()
     assert text_accuracy == 1.0, results
-    assert accuracy == 1.0 and accuracy_sum_only < 0.9, results  # measured: 1.0 vs 0.86
-    assert loss < loss_sum_only / 3, results  # measured: 0.12 vs 0.62
+    assert accuracy >= 0.95 and accuracy_sum_only < 0.9, results  # measured: 0.98 vs 0.84
+    assert loss < loss_sum_only / 3, results  # measured: 0.15 vs 0.62
 
 
 def test_combined_ignores_the_image_when_there_is_none(batch: dict) -> None:
@@ -259,3 +259,25 @@ def test_dropout_keeps_units_with_probability_1_minus_p_and_scales_them() -> Non
     assert torch.equal(Dropout(0.0).train()(x), x)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         Dropout(1.0)
+
+
+def test_a_photo_alone_and_a_photo_beside_a_text_vote_through_their_own_layers(
+    batch: dict,
+) -> None:
+    model = CombinedClassifier(50, 16, 12, 2, CLASSES, hidden_dim=8, aux_weight=1.0).eval()
+    assert model.image_alone is not None
+    torch.nn.init.zeros_(model.image_alone.weight)
+    torch.nn.init.zeros_(model.image_alone.bias)
+    inputs = [batch[k] for k in ("tfidf", "image", "has_image", "text", "extra")]
+    photo_only = model(*inputs, torch.zeros(N))
+    torch.testing.assert_close(photo_only, model.price_head(batch["extra"]))
+    # Beside a text, the other layer votes (not zero here).
+    with_text = model(*inputs, torch.ones(N))
+    text_vote, beside, _, price = model.votes(
+        batch["tfidf"], batch["image"], batch["text"], batch["extra"]
+    )
+    torch.testing.assert_close(
+        with_text, price + text_vote + batch["has_image"].unsqueeze(1) * beside
+    )
+    # A model trained without the per-branch terms (older packages) has one layer.
+    assert CombinedClassifier(50, 16, 12, 2, CLASSES).image_alone is None
