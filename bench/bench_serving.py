@@ -7,7 +7,8 @@ imports ``../shared/data/marketplace`` and runs ``dvc repro`` + ``pipeline.promo
 1. Cold start from the registry: ``Marketplace.from_registry`` in a fresh process (import
    + download + load), and process start to ``/health/ready`` for ``python -m serving``.
 2. ``GET /products/{id}/similar`` at 16 concurrent keep-alive clients over loopback.
-3. ``POST /predict`` with a photo + text, one client and 4 concurrent.
+3. ``POST /predict`` per query kind (photo, text, photo + text) at one client, and photo +
+   text at 4 concurrent.
 4. Throughput of ``POST /predict`` vs ``mlflow models serve`` on the same registered
    model and the same listings, one after the other, 4 concurrent clients.
 5. 10,000 requests while the alias is moved and the API reloads, repeatedly: errors.
@@ -219,13 +220,19 @@ def _listings(project: Path, n: int) -> list[tuple[bytes, str, float | None]]:
     ]
 
 
-def predict_latency(base: str, listings: list, n: int, concurrency: int) -> dict[str, Any]:
+def predict_latency(
+    base: str, listings: list, n: int, concurrency: int, kind: str = "image+text"
+) -> dict[str, Any]:
+    """``POST /predict`` latency for one query kind: a photo alone, a text (and price)
+    alone, or both: each kind is a product, with its own cost (the photo's CNN pass)."""
+
     async def request(client: httpx.AsyncClient, i: int) -> httpx.Response:
         image, text, price = listings[i % len(listings)]
-        data = {"text": text} | ({"price": str(price)} if price is not None else {})
-        return await client.post(
-            "/predict", files={"image": ("p.jpg", image, "image/jpeg")}, data=data
-        )
+        data = {} if kind == "image" else {"text": text}
+        if price is not None and kind != "image":
+            data["price"] = str(price)
+        files = None if kind == "text" else {"image": ("p.jpg", image, "image/jpeg")}
+        return await client.post("/predict", files=files, data=data)
 
     return asyncio.run(_load(request, base, n, concurrency, warmup=5))
 
@@ -342,8 +349,10 @@ def main() -> int:
         listings = _listings(project, 64)
         results["similar_product_16"] = similar_latency(base, ids, args.requests)
         print("similar", results["similar_product_16"], flush=True)
-        results["predict_image_text_1"] = predict_latency(base, listings, 100, 1)
-        print("predict x1", results["predict_image_text_1"], flush=True)
+        for kind in ("image", "text", "image+text"):
+            key = f"predict_{kind.replace('+', '_')}_1"
+            results[key] = predict_latency(base, listings, 100, 1, kind)
+            print(key, results[key], flush=True)
         results["predict_image_text_4"] = predict_latency(base, listings, 300, 4)
         print("predict x4", results["predict_image_text_4"], flush=True)
         results["reload_under_load"] = reload_under_load(project, base, ids, 10_000)
