@@ -42,8 +42,10 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     responses={
         200: {"content": IMAGE_TYPES, "description": "the listing's thumbnail"},
         304: {"description": "not modified (If-None-Match matched the ETag)"},
-        404: {"description": "unknown listing, a listing without a photo, or an index "
-              "without thumbnails"},
+        404: {
+            "description": "unknown listing, a listing without a photo, or an index "
+            "without thumbnails"
+        },
     },
 )
 async def product_image(product_id: str, request: Request, market: ModelDep) -> Response:

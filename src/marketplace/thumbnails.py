@@ -50,7 +50,9 @@ LETTERBOX_LEVEL = 12
 def make_thumbnail(source: Path | bytes, size: int, quality: int, image_format: str) -> bytes:
     """One encoded thumbnail of a cleaned photo (see the module docstring)."""
     if image_format not in MEDIA_TYPES:
-        raise ValueError(f"thumbnail format must be one of {sorted(MEDIA_TYPES)}, not {image_format!r}")
+        raise ValueError(
+            f"thumbnail format must be one of {sorted(MEDIA_TYPES)}, not {image_format!r}"
+        )
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
         image = image.convert("RGB")
     box = image.convert("L").point(lambda v: 255 if v > LETTERBOX_LEVEL else 0).getbbox()
@@ -159,9 +161,7 @@ def build_thumbnails(
     """
     jobs = []
     for product_id, image_ids in products:
-        path = next(
-            (p for p in (images_dir / f"{i}.jpg" for i in image_ids) if p.is_file()), None
-        )
+        path = next((p for p in (images_dir / f"{i}.jpg" for i in image_ids) if p.is_file()), None)
         if path is not None:
             jobs.append((str(product_id), path, size, quality, image_format))
     if workers > 1 and len(jobs) > 64:

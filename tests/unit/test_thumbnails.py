@@ -82,7 +82,9 @@ def test_build_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded == built
     assert thumbnail_metrics(loaded) == {"thumbnails": 2.0, "thumbnail_bytes": len(built.data)}
     # Several processes give the very same bytes (DVC hashes the folder).
-    again = build_thumbnails(products * 40, images, size=48, quality=60, image_format="webp", workers=2)
+    again = build_thumbnails(
+        products * 40, images, size=48, quality=60, image_format="webp", workers=2
+    )
     assert again.get("p3") == built.get("p3")
 
 
@@ -111,7 +113,12 @@ def test_catalogue_thumbnails_follow_the_index_params(tmp_path: Path) -> None:
     params = params_from_dict(_with("index.thumbnail_size", 40)).index
     built = catalogue_thumbnails(products, tmp_path, params, workers=1)
     assert built is not None and list(built.offsets) == ["p1"] and built.size == 40
-    assert catalogue_thumbnails(products, tmp_path, params_from_dict(_with("index.thumbnail_size", 0)).index) is None
+    assert (
+        catalogue_thumbnails(
+            products, tmp_path, params_from_dict(_with("index.thumbnail_size", 0)).index
+        )
+        is None
+    )
     assert thumbnail_metrics(None) == {}
 
 
