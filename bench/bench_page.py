@@ -68,10 +68,14 @@ MEASURE = """async ([photo, text]) => {
         out.image = now - t0;
       if (document.getElementById('error').hidden === false) reject(new Error(
         document.getElementById('error').textContent));
-      if (out.results !== undefined && out.image !== undefined) { observer.disconnect(); resolve(out); }
+      if (out.results !== undefined && out.image !== undefined) {
+        observer.disconnect();
+        resolve(out);
+      }
     };
     const observer = new MutationObserver(check);
-    observer.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+    observer.observe(document.body,
+      {subtree: true, childList: true, attributes: true, characterData: true});
     grid.addEventListener('load', check, true);
     setTimeout(() => reject(new Error('no result within 30 s')), 30000);
   });
