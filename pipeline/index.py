@@ -4,8 +4,8 @@
 
 Finds the registered version of the combined model in ``outputs/models/combined`` (by its
 package hash), embeds every product into that model's index space, builds the FAISS index
-(``index.factory``), stores a thumbnail of each listing's photo beside it
-(``index.thumbnail_*``), reports precision@k of test-product queries, and logs the index into
+(``index.factory``), copies the listings' thumbnails (the ``thumbnails`` stage) beside
+it, reports precision@k of test-product queries, and logs the index into
 that model version's artifacts so that ``models:/<name>/<version>`` carries it.
 """
 
@@ -26,7 +26,7 @@ from marketplace.io import write_json
 from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.embedding import EmbeddingSet
 from marketplace.registry import INDEX_TAG, attach_index, find_version
-from marketplace.thumbnails import catalogue_thumbnails, thumbnail_metrics
+from marketplace.thumbnails import ThumbnailSet, thumbnail_metrics
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 from marketplace.training.features import products_table
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         index.save(paths.INDEX_DIR)
         # Listing photos for the search page (GET /products/{id}/image), in the index folder.
-        thumbnails = catalogue_thumbnails(products, paths.CLEAN_IMAGES_DIR, params.index)
+        thumbnails = ThumbnailSet.load(paths.THUMBNAILS_DIR)
         if thumbnails is not None:
             thumbnails.save(paths.INDEX_DIR)
         metrics = {
