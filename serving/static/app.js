@@ -11,7 +11,7 @@
   const MESSAGES = {
     400: "The request was malformed",
     413: "That photo is too large",
-    415: "That file is not a photo the API can read (send a JPEG, PNG or WebP)",
+    415: "That file is not a photo the API can read",
     422: "The API could not use that input",
     503: "The model is not loaded yet; try again in a moment",
   };
