@@ -246,9 +246,16 @@
     const request = begin();
     const predictExtra = [["k", String(K_CATEGORIES)]];
     if (el.price.value.trim()) predictExtra.push(["price", el.price.value.trim()]);
-    const predict = api("/predict", { method: "POST", body: listingForm(predictExtra), signal: request.signal })
-      .then((answer) => request.seq === state.seq && showPrediction(answer));
-    settle(request, [predict, similarQuery(request)], el.error);
+    // One after the other, the grid first: both calls run the encoders on the same photo
+    // and text, and on two cores two concurrent passes take as long as both in a row, so
+    // in parallel nothing showed before both were done (p50 588 ms against 175 ms for
+    // /similar alone, bench/bench_page.py). In a row the cards, and then their photos,
+    // come after one pass, while the category is computed. A failure skips /predict.
+    const similar = similarQuery(request);
+    const predict = similar.then(() => request.seq === state.seq
+      && api("/predict", { method: "POST", body: listingForm(predictExtra), signal: request.signal })
+        .then((answer) => request.seq === state.seq && showPrediction(answer)));
+    settle(request, [similar, predict], el.error);
   }
 
   function similarQuery(request) {
