@@ -6,6 +6,8 @@
 (() => {
   const K_SIMILAR = 12; // cards per query
   const K_CATEGORIES = 5; // probability bars
+  // "/?parallel": send /similar and /predict together (for servers with cores to spare).
+  const PARALLEL = new URLSearchParams(location.search).has("parallel");
   const KINDS = { "image+text": "photo + text", image: "photo only", text: "text only", product: "a listing" };
   // What each status means for the person at the page; the API's own detail follows it.
   const MESSAGES = {
@@ -246,15 +248,16 @@
     const request = begin();
     const predictExtra = [["k", String(K_CATEGORIES)]];
     if (el.price.value.trim()) predictExtra.push(["price", el.price.value.trim()]);
-    // One after the other, the grid first: both calls run the encoders on the same photo
-    // and text, and on two cores two concurrent passes take as long as both in a row, so
-    // in parallel nothing showed before both were done (p50 588 ms against 175 ms for
-    // /similar alone, bench/bench_page.py). In a row the cards, and then their photos,
-    // come after one pass, while the category is computed. A failure skips /predict.
+    // One after the other by default, the grid first: both calls run the encoders on the
+    // same photo and text, and on two cores two concurrent passes take as long as both in
+    // a row, so nothing showed before both were done. In a row, the cards (and then their
+    // photos) come after one pass while the category is computed (BENCHMARKS.md, "The
+    // search page"). A failed /similar skips /predict: it would fail the same way.
     const similar = similarQuery(request);
-    const predict = similar.then(() => request.seq === state.seq
+    const callPredict = () => request.seq === state.seq
       && api("/predict", { method: "POST", body: listingForm(predictExtra), signal: request.signal })
-        .then((answer) => request.seq === state.seq && showPrediction(answer)));
+        .then((answer) => request.seq === state.seq && showPrediction(answer));
+    const predict = PARALLEL ? callPredict() : similar.then(callPredict);
     settle(request, [similar, predict], el.error);
   }
 
