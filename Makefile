@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo test test-fast lint format bench lock clean ui serve promote rollback
+.PHONY: help venv browser demo test test-fast lint format bench lock clean ui serve promote rollback
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,7 +41,21 @@ demo: venv ## Main job on the built-in sample: generate it (if data/ is absent),
 	@echo "  curl -F text='PS4 console with two controllers' http://127.0.0.1:8000/predict"
 	@echo "  curl -F image=@$$(ls outputs/images/*.jpg | head -1) -F k=5 http://127.0.0.1:8000/similar"
 
-test: venv ## Run the whole test suite (unit, data, integration, real data where present)
+# The browser tests (tests/serving/browser) drive Debian's Chromium with Playwright; as root
+# `make test` installs it when missing (~25 s, ~440 MB), otherwise those tests skip and say why.
+browser: ## Install Chromium for the browser tests (apt-get, as root, when missing)
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Chromium for the browser tests (apt-get)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium >/dev/null; } \
+		|| echo "could not install Chromium: the browser tests will skip"; \
+	else \
+		echo "no Chromium and not root: the browser tests will skip" \
+			"(apt-get install -y --no-install-recommends chromium)"; \
+	fi
+
+test: venv browser ## Run the whole test suite (unit, data, integration, browser, real data where present)
 	$(PY) -m pytest
 
 test-fast: venv ## Unit tests only

@@ -4,7 +4,8 @@
 
 Finds the registered version of the combined model in ``outputs/models/combined`` (by its
 package hash), embeds every product into that model's index space, builds the FAISS index
-(``index.factory``), reports precision@k of test-product queries, and logs the index into
+(``index.factory``), copies the listings' thumbnails (the ``thumbnails`` stage) beside
+it, reports precision@k of test-product queries, and logs the index into
 that model version's artifacts so that ``models:/<name>/<version>`` carries it.
 """
 
@@ -25,6 +26,7 @@ from marketplace.io import write_json
 from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.embedding import EmbeddingSet
 from marketplace.registry import INDEX_TAG, attach_index, find_version
+from marketplace.thumbnails import ThumbnailSet, thumbnail_metrics
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 from marketplace.training.features import products_table
 
@@ -60,9 +62,14 @@ def main(argv: list[str] | None = None) -> int:
             tune_ids=split["val"],
         )
         index.save(paths.INDEX_DIR)
+        # Listing photos for the search page (GET /products/{id}/image), in the index folder.
+        thumbnails = ThumbnailSet.load(paths.THUMBNAILS_DIR)
+        if thumbnails is not None:
+            thumbnails.save(paths.INDEX_DIR)
         metrics = {
             "size": float(len(index)),
             "with_image": float(index.meta.with_image),
+            **thumbnail_metrics(thumbnails),
             **tuning,
             **evaluate_index(index, split["test"], params.index.eval_k),
         }

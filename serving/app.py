@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from marketplace.inference import Marketplace
 from serving.batching import PredictBatcher
-from serving.routers import admin, health, model, predict, similar
+from serving.routers import admin, health, images, model, page, predict, similar
 from serving.settings import Settings
 from serving.state import ModelHolder, poll_alias
 
@@ -104,6 +104,10 @@ def create_app(
     app.state.settings = settings
     for router in (health.router, model.router, predict.router, similar.router, admin.router):
         app.include_router(router)
+    # The search page and listing photos (serving/routers/page.py, images.py).
+    app.include_router(images.router)
+    app.include_router(page.router)
+    app.mount("/static", page.assets(), name="static")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

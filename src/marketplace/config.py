@@ -186,6 +186,11 @@ class IndexParams:
     # keeps the w of these with the best precision@k on the validation products.
     text_weights: tuple[float, ...]
     neighbours: int  # "more like this" lists precomputed per product; 0: search per request
+    # Listing photos for the search page, stored in the index folder (marketplace.thumbnails):
+    # longest side in pixels (0: no thumbnails), encoder quality, and image type.
+    thumbnail_size: int
+    thumbnail_quality: int
+    thumbnail_format: Literal["webp", "jpeg"]
 
     def __post_init__(self) -> None:
         if not self.text_weights or not all(0.0 <= w <= 1.0 for w in self.text_weights):
@@ -258,6 +263,10 @@ _CHECKS: dict[str, _Validator] = {
     "index.ef_search": lambda v: None if v >= 1 else "must be >= 1",
     "index.ef_construction": lambda v: None if v >= 1 else "must be >= 1",
     "index.eval_k": lambda v: None if 1 <= v <= 100 else "must be in 1..100",
+    "index.thumbnail_size": lambda v: (
+        None if v == 0 or 16 <= v <= 1024 else "must be 0 (none) or in 16..1024"
+    ),
+    "index.thumbnail_quality": lambda v: None if 1 <= v <= 100 else "must be in 1..100",
     "promote.alias": lambda v: None if _ALIAS.fullmatch(v) else "must match [a-z][a-z0-9_-]*",
     "promote.tolerance": lambda v: None if v >= 0 else "must be >= 0",
     # The upper bound depends on the encoder (Lite0: 17 stages, Lite2: 22); it says so.

@@ -28,6 +28,7 @@ from marketplace.index import ProductIndex, branch_vectors, package_sha256, quer
 from marketplace.models.classifier import ListingClassifier
 from marketplace.models.query import query_kind
 from marketplace.registry import INDEX_ARTIFACT, PACKAGE_ARTIFACT
+from marketplace.thumbnails import ThumbnailSet
 
 
 class ModelNotFoundError(LookupError):
@@ -90,10 +91,18 @@ def _metrics(tags: dict[str, str]) -> dict[str, float]:
 class Marketplace:
     """A classifier and its product index: predict a category, embed, find similar."""
 
-    def __init__(self, classifier: ListingClassifier, index: ProductIndex, info: ModelInfo):
+    def __init__(
+        self,
+        classifier: ListingClassifier,
+        index: ProductIndex,
+        info: ModelInfo,
+        thumbnails: ThumbnailSet | None = None,
+    ):
         self.classifier = classifier
         self.index = index
         self.info = info
+        # Listing photos stored with the index (marketplace.thumbnails); None: an older index.
+        self.thumbnails = thumbnails
 
     @classmethod
     def from_model_dir(
@@ -116,6 +125,7 @@ class Marketplace:
         index = ProductIndex.load(
             index_dir, model_version=version, package_sha=package_sha256(folder)
         )
+        thumbnails = ThumbnailSet.load(index_dir)  # read into memory: the folder is temporary
         classifier = ListingClassifier.load(folder)
         # One text prediction before serving: it loads what the first request would
         # otherwise wait for (the TF-IDF hashers, torch's kernels).
@@ -134,7 +144,7 @@ class Marketplace:
             load_seconds=time.perf_counter() - started,
             tags=tags,
         )
-        return cls(classifier, index, info)
+        return cls(classifier, index, info, thumbnails)
 
     @classmethod
     def from_registry(

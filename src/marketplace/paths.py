@@ -26,3 +26,4 @@ TFIDF_FILE = OUTPUTS_DIR / "features" / "tfidf.npz"  # hashed TF-IDF rows per sp
 MODELS_DIR = OUTPUTS_DIR / "models"  # one classifier folder per kind
 PLOTS_DIR = Path("plots")  # per-kind curves and confusion matrices (DVC plots)
 INDEX_DIR = OUTPUTS_DIR / "index"  # FAISS index + product records (also in the registry)
+THUMBNAILS_DIR = OUTPUTS_DIR / "thumbnails"  # listing photos, copied into the index folder

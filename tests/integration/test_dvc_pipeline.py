@@ -35,6 +35,7 @@ STAGES = (
     "train_vision",
     "train_text",
     "train_combined",
+    "thumbnails",
     "index",
 )
 
@@ -138,6 +139,13 @@ def test_index_travels_with_its_model_version(repo: Path) -> None:
     assert meta["package_sha256"] == version.tags["package_sha256"]
     metrics = json.loads((repo / "metrics/index.json").read_text())
     assert metrics["queries_text"] > 0 and 0 < metrics["precision_at_10_image_text"] <= 1
+    # The listing photos for the search page travel in the model version's index folder.
+    from marketplace.thumbnails import ThumbnailSet
+
+    thumbnails = ThumbnailSet.load(local / "index")
+    assert thumbnails is not None and 0 < len(thumbnails) <= products
+    assert metrics["thumbnails"] == len(thumbnails)
+    assert metrics["thumbnail_bytes"] == len(thumbnails.data)
 
 
 def test_promote_and_query_from_the_command_line(repo: Path) -> None:

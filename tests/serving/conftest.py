@@ -4,7 +4,8 @@ A synthetic catalogue of 39 listings (13 categories × 3, a coloured photo for m
 embedded with the real packaged encoders, a combined model is trained on it with the
 library's own training code, logged and registered in a sqlite MLflow store in a temp dir,
 and its FAISS index is built and attached, exactly as the pipeline stages do. Versions:
-1 and 2 carry an index; 3 does not (a model the service must refuse to swap in).
+1 and 2 carry an index (1 with listing photos, 2 without, as an older index); 3 has no
+index (a model the service must refuse to swap in).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from marketplace.models.encoders import ImageEncoder, TextEncoder
 from marketplace.models.tfidf import TfidfConfig
 from marketplace.preprocessing import ImagePreprocessing, listing_text
 from marketplace.registry import INDEX_TAG, attach_index, find_version, log_and_register
+from marketplace.thumbnails import catalogue_thumbnails
 from marketplace.tracking import setup_tracking
 from marketplace.training.features import build_text_features, products_table
 from marketplace.training.train import train_classifier
@@ -180,6 +182,12 @@ def _register(root: Path, listings, splits, images, texts, *, seed: int, index: 
             tune_ids=splits["val"],
         )
         built.save(root / f"index-{seed}")
+        if seed == 0:  # version 1 carries listing photos; version 2 is an index without them
+            thumbnails = catalogue_thumbnails(
+                products_table(listings), root / "images", params.index
+            )
+            assert thumbnails is not None
+            thumbnails.save(root / f"index-{seed}")
         attach_index(
             MODEL, find_version(MODEL, sha), root / f"index-{seed}", {INDEX_TAG: str(len(built))}
         )

@@ -1,0 +1,151 @@
+"""Headless Chromium driving the search page against a real uvicorn on the sample's model.
+
+The registry is the serving tests' (``tests/serving/conftest.py``, shared: this package
+sits inside theirs). Chromium is Debian's (``/usr/bin/chromium``; ``make test`` installs it
+when it is missing and it runs as root), driven by Playwright for Python without
+``playwright install``. Chromium gets its own HOME and TMPDIR under the test's temp folder.
+Where Playwright or Chromium is missing, the tests skip and say which.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import PROJECT_ROOT, venv_env
+from tests.serving.conftest import Registry
+
+CHROMIUM_ENV = "MARKETPLACE_CHROMIUM"  # another Chromium binary than Debian's
+MAX_UPLOAD_BYTES = 256 * 1024  # small, so that a 413 is cheap to provoke
+
+
+def chromium_path() -> str | None:
+    configured = os.environ.get(CHROMIUM_ENV)
+    if configured:
+        return configured if os.access(configured, os.X_OK) else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Api:
+    base: str
+    registry: Registry
+
+
+@pytest.fixture(scope="module")
+def api(registry: Registry) -> Iterator[Api]:
+    """``python -m serving`` on a free loopback port, ready; stopped by its PID afterwards."""
+    port = _free_port()
+    env = {
+        **venv_env(),
+        "MARKETPLACE_TRACKING_URI": registry.uri,
+        "MARKETPLACE_MODEL_NAME": registry.name,
+        "MARKETPLACE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                raise AssertionError(f"server exited:\n{server.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "not ready within 90 s"
+            time.sleep(0.2)
+        yield Api(base, registry)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium (Playwright), or skip with the reason."""
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("playwright is not installed (it is a dev dependency: make venv)")
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip(
+            "no Chromium: `make test` installs Debian's (apt-get install -y "
+            "--no-install-recommends chromium) when run as root; or set "
+            f"{CHROMIUM_ENV} to a Chromium binary"
+        )
+    from playwright.sync_api import sync_playwright
+
+    home = tmp_path_factory.mktemp("chromium-home")
+    (home / "tmp").mkdir()
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(home / "tmp")}
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+            env=env,
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, api: Api) -> Iterator[Any]:
+    """A fresh page on the search page; fails the test on an uncaught script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    page.goto(api.base + "/")
+    page.wait_for_function("document.getElementById('model').dataset.version !== undefined")
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not script_errors, script_errors
+
+
+@pytest.fixture
+def shot(page: Any, tmp_path: Path) -> Callable[[str], Path]:
+    """``shot("name")``: a full-page screenshot into the test's temp folder."""
+
+    def take(name: str) -> Path:
+        path = tmp_path / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 0
+        return path
+
+    return take
