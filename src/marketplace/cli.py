@@ -16,10 +16,7 @@ from typing import NoReturn
 
 from marketplace.config import ConfigError
 from marketplace.data.export import MalformedExportError
-
-
-class StageError(Exception):
-    """An expected failure whose message tells the user what to do (exit code 2)."""
+from marketplace.errors import StageError
 
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.index import (
     ProductIndex,
     branch_vectors,
@@ -32,7 +33,6 @@ from marketplace.index import (
     query_vector,
 )
 from marketplace.models.classifier import ListingClassifier
-from marketplace.registry import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 
 
 class ModelNotFoundError(LookupError):

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from marketplace.cli import StageError
+from marketplace.errors import StageError
 from marketplace.config import PromoteParams
 from marketplace.registry import INDEX_TAG
 

@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw
 from marketplace.config import load_params
 from marketplace.data.images import clean_image
 from marketplace.data.labels import LabelMap
-from marketplace.index import index_catalogue, package_sha256
+from marketplace.index import package_sha256
+from marketplace.indexing import index_catalogue
 from marketplace.models.embedding import (
     EmbeddingSet,
     embed_image_files,
