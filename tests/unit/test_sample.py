@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from marketplace.data.sample import SampleFaults, generate_sample
+from sample import SampleFaults, generate_sample
 from marketplace.data.schema import (
     CATEGORY_SEPARATOR,
     IMAGE_COLUMNS,
