@@ -19,9 +19,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sample import SampleFaults, generate_sample
 from marketplace.data.schema import IMAGES_DIR, IMAGES_FILE, PRODUCTS_FILE
 from marketplace.io import replace_dir
+from sample import SampleFaults, generate_sample
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from marketplace.errors import StageError
 from marketplace.config import PromoteParams
+from marketplace.errors import StageError
 from marketplace.registry import INDEX_TAG
 
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 import marketplace
-from marketplace.errors import StageError
 from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.config import Params
+from marketplace.errors import StageError
 from marketplace.index import package_sha256
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 

@@ -22,8 +22,8 @@ from marketplace.config import HeadParams, TrainParams
 from marketplace.data.labels import LabelMap
 from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.embedding import EmbeddingSet
-from marketplace.models.price import PriceScaler
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
+from marketplace.models.price import PriceScaler
 from marketplace.models.tfidf import HashedTfidf
 from marketplace.training.features import (
     SplitData,
