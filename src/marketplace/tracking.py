@@ -64,8 +64,10 @@ def setup_tracking(project_root: Path = Path("."), experiment: str = EXPERIMENT)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested params (dicts or dataclasses) as ``{"train.vision.lr": "0.001"}`` strings."""
-    if is_dataclass(data) and not isinstance(data, type):
+    """Nested params (dicts, dataclasses or pydantic models) as ``{"train.vision.lr": "0.001"}``."""
+    if hasattr(data, "model_dump"):  # the params.yaml models (marketplace.config)
+        data = data.model_dump()
+    elif is_dataclass(data) and not isinstance(data, type):
         data = asdict(data)
     if isinstance(data, Mapping):
         flat: dict[str, str] = {}
