@@ -47,9 +47,10 @@ test: venv ## Run the whole test suite (unit, data, integration, real data where
 test-fast: venv ## Unit tests only
 	$(PY) -m pytest tests/unit
 
-lint: venv ## Lint and check formatting (ruff)
+lint: venv ## Lint, check formatting (ruff) and the layers' import contracts (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: venv ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
