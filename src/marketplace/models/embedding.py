@@ -8,6 +8,7 @@ vectors from different encoders would otherwise be mixed.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,9 +80,28 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+@functools.cache
+def bf16_native() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN reports it.
+
+    Elsewhere bf16 autocast is emulated: measured on an AVX2-only AMD EPYC, EfficientNet-
+    Lite2 ran at 0.12 img/s under bf16 autocast against 2.8 img/s in fp32 (23x slower).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_bf16(requested: bool) -> bool:
+    """bf16 where it is asked for and the CPU has it; fp32 otherwise."""
+    return requested and bf16_native()
+
+
 def inference_context(bf16: bool) -> Any:
-    """bf16 autocast on CPU where asked (about 2x faster on CPUs with AVX-512 BF16)."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    """bf16 autocast on CPU where asked and native (about 2x faster on CPUs with AVX-512
+    BF16); fp32 where the CPU would only emulate it (``bf16_native``)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16(bf16) else nullcontext()
 
 
 @torch.inference_mode()
@@ -165,7 +185,7 @@ def image_spec(params: EmbedImagesParams, canvas_size: int) -> dict[str, Any]:
         "image_size": params.image_size,
         "mean": list(backbone.mean),
         "std": list(backbone.std),
-        "bf16": params.bf16,
+        "bf16": use_bf16(params.bf16),  # what made the vectors, on this CPU
     }
 
 

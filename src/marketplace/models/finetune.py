@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from marketplace.models.embedding import use_bf16
 from marketplace.models.encoders import ImageEncoder, TextEncoder
 
 
 def _autocast(bf16: bool) -> Any:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16(bf16) else nullcontext()
 
 
 class _FrozenModeMixin(nn.Module):
