@@ -29,7 +29,7 @@ def test_bad_params_exit_2_naming_the_key(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = _module(["pipeline.split"], tmp_path)
     assert result.returncode == 2
-    assert "unknown key(s): split.sed" in result.stderr
+    assert "split.sed: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
 
 
