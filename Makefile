@@ -61,9 +61,10 @@ test: venv browser ## Run the whole test suite (unit, data, integration, browser
 test-fast: venv ## Unit tests only
 	$(PY) -m pytest tests/unit
 
-lint: venv ## Lint and check formatting (ruff)
+lint: venv ## Lint, check formatting (ruff) and the layers' import contracts (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: venv ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

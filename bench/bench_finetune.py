@@ -14,7 +14,6 @@ test split is only reported. Writes ``bench/results/finetune.json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -48,9 +47,9 @@ def main() -> int:
     images = EmbeddingSet.load(project / "outputs/embeddings/images.npz")
     results = []
     for blocks in args.blocks:
-        vision = dataclasses.replace(params.vision, finetune_blocks=blocks)
+        vision = params.vision.model_copy(update={"finetune_blocks": blocks})
         if args.epochs:
-            vision = dataclasses.replace(vision, finetune_epochs=args.epochs)
+            vision = vision.model_copy(update={"finetune_epochs": args.epochs})
         started = time.perf_counter()
 
         def on_epoch(record: dict[str, float], started: float = started) -> None:
@@ -66,7 +65,7 @@ def main() -> int:
             listings,
             splits,
             label_map,
-            dataclasses.replace(params, vision=vision),
+            params.model_copy(update={"vision": vision}),
             images=images,
             images_dir=project / "outputs/images",
             on_epoch=on_epoch if blocks else None,

@@ -21,7 +21,8 @@ from marketplace import paths
 from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.data.split import read_split
-from marketplace.index import evaluate_index, index_catalogue, package_sha256
+from marketplace.index import package_sha256
+from marketplace.indexing import evaluate_index, index_catalogue
 from marketplace.io import write_json
 from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.embedding import EmbeddingSet

@@ -13,7 +13,6 @@ derived file. The API picks the change up on ``POST /admin/reload`` (or by polli
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         gate = params.promote
         if args.kind != "combined":  # only the served (combined) model carries an index
-            gate = dataclasses.replace(gate, require_index=False)
+            gate = gate.model_copy(update={"require_index": False})
         setup_tracking()
         client = MlflowClient()
         name = getattr(params.registry, args.kind)

@@ -1,6 +1,6 @@
 """Write the built-in synthetic marketplace export: ``python -m pipeline.sample``.
 
-A thin command line around :func:`marketplace.data.sample.generate_sample`, so demos and CI
+A thin command line around :func:`sample.generate_sample`, so demos and CI
 can create the raw export the pipeline starts from without the real data.
 
     python -m pipeline.sample [--out data] [--seed 0] [--per-category 100] [--force]
@@ -19,9 +19,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from marketplace.data.sample import SampleFaults, generate_sample
 from marketplace.data.schema import IMAGES_DIR, IMAGES_FILE, PRODUCTS_FILE
 from marketplace.io import replace_dir
+from sample import SampleFaults, generate_sample
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

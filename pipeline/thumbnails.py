@@ -24,8 +24,7 @@ from marketplace import paths
 from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.io import write_json
-from marketplace.thumbnails import catalogue_thumbnails, thumbnail_metrics
-from marketplace.training.features import products_table
+from marketplace.thumbnails import catalogue_thumbnails, product_photos, thumbnail_metrics
 
 log = logging.getLogger("pipeline.thumbnails")
 
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         params = load_params(args.params).index
-        products = products_table(pd.read_parquet(args.listings))
+        products = product_photos(pd.read_parquet(args.listings))
         started = time.perf_counter()
         thumbnails = catalogue_thumbnails(products, args.images, params)
         args.out.mkdir(parents=True, exist_ok=True)

@@ -119,10 +119,16 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
-            for e in exc.errors()
-        ]
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(p) for p in error["loc"][1:])
+            message = error["msg"].removeprefix("Value error, ")
+            # The form's own messages name their field ("k must be an integer, ...").
+            if not key:
+                key = "" if error["type"] == "value_error" else str(error["loc"][0])
+            if key and not message.startswith(key.split(".")[-1]):
+                message = f"{key}: {message}"
+            problems.append(message)
         return JSONResponse({"detail": "; ".join(problems), "status": 422}, status_code=422)
 
     return app

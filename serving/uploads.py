@@ -1,38 +1,126 @@
-"""Reading and checking a listing sent as ``multipart/form-data``, entirely in memory.
+"""A listing sent as ``multipart/form-data``: read in memory, parsed by FastAPI, checked.
 
-The body is read chunk by chunk and refused (413) the moment it passes the size limit, so
-an oversized upload is never held whole; it is parsed from memory (never spooled to a
-temporary file) and nothing in it is unpickled. Photos must be JPEG, PNG or WebP by their
-magic bytes (415), and their pixel count is checked from the header before any decoding,
-which stops decompression bombs (413).
+FastAPI parses the form into ``ListingForm`` (so the OpenAPI schema is generated from it),
+through ``ListingRoute``, whose requests read the body chunk by chunk and refuse it (413)
+the moment it passes the size limit, so an oversized upload is never held whole, and parse
+it from memory (never spooled to a temporary file); nothing in it is unpickled. The
+model's validators give each bad field its message (422). What depends on the service's
+settings is checked by ``listing_query``: photos must be JPEG, PNG or WebP by their magic
+bytes (415), and their pixel count is checked from the header before any decoding, which
+stops decompression bombs (413); text length and ``k`` have configured limits (422).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import HTTPException, Request
+from fastapi import File, HTTPException, Request, Response, UploadFile
+from fastapi.routing import APIRoute
 from PIL import Image
-from starlette.datastructures import FormData, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from serving.settings import Settings
 
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-FORM_FIELDS = ("image", "text", "price", "k", "category", "min_price", "max_price")
 
 
-class _InMemoryParser(MultiPartParser):
-    # The body is already capped at max_upload_bytes, so no part can roll over to disk.
-    spool_max_size = 1 << 62
+class ListingForm(BaseModel):
+    """A listing query: ``image`` and/or ``text``, plus options (strings, as forms send)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: UploadFile | None = Field(None, description="JPEG, PNG or WebP photo")
+    text: str | None = Field(None, description="title and/or description")
+    price: float | None = Field(None, description="GBP (predict)")
+    k: int | None = Field(None, description="results (similar) or top categories (predict)")
+    category: str | None = Field(None, description="filter (similar)")
+    min_price: float | None = Field(None, description="filter (similar)")
+    max_price: float | None = Field(None, description="filter (similar)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(
+                    f"unknown field(s) {', '.join(unknown)}; expected {', '.join(cls.model_fields)}"
+                )
+        return data
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image_is_a_file(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value:
+                raise ValueError("image must be a file part (multipart filename=...)")
+            return None
+        return value
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_is_a_field(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("text must be a form field, not a file")
+        return (value or "").strip() or None
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _category(cls, value: Any) -> Any:
+        return _field(value) or None
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_is_an_integer(cls, value: Any) -> Any:
+        value = _field(value)
+        if value is None or not value.strip():
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"k must be an integer, got {value[:20]!r}") from None
+
+    @field_validator("price", "min_price", "max_price", mode="before")
+    @classmethod
+    def _non_negative_number(cls, value: Any, info: Any) -> Any:
+        value = _field(value)
+        if value is None or value.strip() == "":
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{info.field_name} must be a number, got {value[:40]!r}") from None
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"{info.field_name} must be a finite number >= 0")
+        return number
+
+    @model_validator(mode="after")
+    def _a_query_and_a_price_range(self) -> ListingForm:
+        if self.image is None and self.text is None:
+            raise ValueError("send an 'image' file, a 'text' field, or both")
+        problem = price_range_problem(self.min_price, self.max_price)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def _field(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError("expected a form field, got a file")
 
 
 @dataclass(frozen=True)
-class ListingForm:
+class ListingQuery:
+    """A checked listing query: the photo's bytes, the text, and the options."""
+
     image: bytes | None
     text: str | None
     price: float | None
@@ -76,6 +164,46 @@ def check_image(data: bytes, settings: Settings) -> bytes:
     return data
 
 
+def check_k(k: int | None, settings: Settings) -> int:
+    if k is None:
+        return settings.default_k
+    if not 1 <= k <= settings.max_k:
+        raise HTTPException(422, f"k must be between 1 and {settings.max_k}, got {k}")
+    return k
+
+
+def price_range_problem(min_price: float | None, max_price: float | None) -> str | None:
+    if min_price is not None and max_price is not None and min_price > max_price:
+        return f"min_price {min_price} is above max_price {max_price}"
+    return None
+
+
+def check_price_range(min_price: float | None, max_price: float | None) -> None:
+    if problem := price_range_problem(min_price, max_price):
+        raise HTTPException(422, problem)
+
+
+async def listing_query(
+    form: Annotated[ListingForm, File(media_type="multipart/form-data")], request: Request
+) -> ListingQuery:
+    """The form, with the checks that depend on the service's settings."""
+    settings: Settings = request.app.state.settings
+    if form.text is not None and len(form.text) > settings.max_text_chars:
+        raise HTTPException(
+            422, f"text is {len(form.text)} characters; the limit is {settings.max_text_chars}"
+        )
+    image = None if form.image is None else check_image(await form.image.read(), settings)
+    return ListingQuery(
+        image=image,
+        text=form.text,
+        price=form.price,
+        k=check_k(form.k, settings),
+        category=form.category,
+        min_price=form.min_price,
+        max_price=form.max_price,
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it exceeds ``limit`` bytes."""
     declared = request.headers.get("content-length")
@@ -89,114 +217,66 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _number(value: str | None, name: str) -> float | None:
-    if value is None or value.strip() == "":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise HTTPException(422, f"{name} must be a number, got {value[:40]!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise HTTPException(422, f"{name} must be a finite number >= 0")
-    return number
+class _InMemoryParser(MultiPartParser):
+    # The body is already capped at max_upload_bytes, so no part can roll over to disk.
+    spool_max_size = 1 << 62
 
 
-def check_k(k: int | None, settings: Settings) -> int:
-    if k is None:
-        return settings.default_k
-    if not 1 <= k <= settings.max_k:
-        raise HTTPException(422, f"k must be between 1 and {settings.max_k}, got {k}")
-    return k
+class ListingRequest(Request):
+    """A request whose form is read under the size cap and parsed in memory."""
 
+    async def form(self, **_limits: Any) -> FormData:  # type: ignore[override]
+        if getattr(self, "_listing_form", None) is None:
+            self._listing_form = await self._read_listing_form()
+        return self._listing_form
 
-def check_price_range(min_price: float | None, max_price: float | None) -> None:
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise HTTPException(422, f"min_price {min_price} is above max_price {max_price}")
-
-
-async def read_listing_form(request: Request, settings: Settings) -> ListingForm:
-    """Parse and validate a listing query: ``image`` and/or ``text``, plus options."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type and request.headers.get("content-length", "0") == "0":
-        raise HTTPException(422, "empty request: send an 'image' file, a 'text' field, or both")
-    if content_type.startswith("multipart/form-data"):
-        form = await _parse_multipart(request, settings)
-    elif content_type.startswith("application/x-www-form-urlencoded"):  # text-only clients
-        body = await read_body(request, settings.max_upload_bytes)
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise HTTPException(400, f"malformed form body: {exc}") from None
-        form = FormData(pairs)
-    else:
+    async def _read_listing_form(self) -> FormData:
+        settings: Settings = self.app.state.settings
+        content_type = self.headers.get("content-type", "")
+        if not content_type and self.headers.get("content-length", "0") == "0":
+            raise HTTPException(422, "empty request: send an 'image' file, a 'text' field, or both")
+        if content_type.startswith("multipart/form-data"):
+            return await self._parse_multipart(settings)
+        if content_type.startswith("application/x-www-form-urlencoded"):  # text-only clients
+            body = await read_body(self, settings.max_upload_bytes)
+            try:
+                pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise HTTPException(400, f"malformed form body: {exc}") from None
+            return FormData(pairs)
         raise HTTPException(
             415,
             "send multipart/form-data with an 'image' file and/or a 'text' field "
             "(or a url-encoded form with 'text')",
         )
-    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
-    if unknown:
-        raise HTTPException(
-            422, f"unknown field(s) {', '.join(unknown)}; expected {', '.join(FORM_FIELDS)}"
+
+    async def _parse_multipart(self, settings: Settings) -> FormData:
+        body = await read_body(self, settings.max_upload_bytes)
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield body
+            yield b""
+
+        parser = _InMemoryParser(
+            self.headers,
+            stream(),
+            max_files=1,
+            max_fields=len(ListingForm.model_fields),
+            max_part_size=settings.max_text_chars * 4 + 1024,  # UTF-8: at most 4 bytes a char
         )
-    image = None
-    upload = form.get("image")
-    if isinstance(upload, UploadFile):
-        image = check_image(await upload.read(), settings)
-    elif isinstance(upload, str) and upload:
-        raise HTTPException(422, "image must be a file part (multipart filename=...)")
-    text = form.get("text")
-    if text is not None and not isinstance(text, str):
-        raise HTTPException(422, "text must be a form field, not a file")
-    text = (text or "").strip() or None
-    if text is not None and len(text) > settings.max_text_chars:
-        raise HTTPException(
-            422, f"text is {len(text)} characters; the limit is {settings.max_text_chars}"
-        )
-    if image is None and text is None:
-        raise HTTPException(422, "send an 'image' file, a 'text' field, or both")
-    raw_k = form.get("k")
-    k = None
-    if isinstance(raw_k, str) and raw_k.strip():
         try:
-            k = int(raw_k)
-        except ValueError:
-            raise HTTPException(422, f"k must be an integer, got {raw_k[:20]!r}") from None
-    min_price = _number(_str(form.get("min_price")), "min_price")
-    max_price = _number(_str(form.get("max_price")), "max_price")
-    check_price_range(min_price, max_price)
-    return ListingForm(
-        image=image,
-        text=text,
-        price=_number(_str(form.get("price")), "price"),
-        k=check_k(k, settings),
-        category=_str(form.get("category")) or None,
-        min_price=min_price,
-        max_price=max_price,
-    )
+            return await parser.parse()
+        except MultiPartException as exc:
+            raise HTTPException(400, f"malformed multipart body: {exc.message}") from None
 
 
-async def _parse_multipart(request: Request, settings: Settings) -> FormData:
-    body = await read_body(request, settings.max_upload_bytes)
+class ListingRoute(APIRoute):
+    """Routes that take a listing form read it through ``ListingRequest``."""
 
-    async def stream() -> AsyncIterator[bytes]:
-        yield body
-        yield b""
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
 
-    parser = _InMemoryParser(
-        request.headers,
-        stream(),
-        max_files=1,
-        max_fields=len(FORM_FIELDS),
-        max_part_size=settings.max_text_chars * 4 + 1024,  # UTF-8: at most 4 bytes a char
-    )
-    try:
-        return await parser.parse()
-    except MultiPartException as exc:
-        raise HTTPException(400, f"malformed multipart body: {exc.message}") from None
+        async def listing_handler(request: Request) -> Response:
+            return await handler(ListingRequest(request.scope, request.receive))
 
-
-def _str(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise HTTPException(422, "expected a form field, got a file")
+        return listing_handler

@@ -15,7 +15,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "MLproject")
-PROJECT_DIRS = ("pipeline", "src")
+PROJECT_DIRS = ("pipeline", "sample", "src")
 
 
 def venv_env() -> dict[str, str]:

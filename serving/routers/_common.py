@@ -1,4 +1,4 @@
-"""Shared by the routers that take a listing: the form schema and model-call errors."""
+"""Shared by the routers that take a listing: model-call errors and the model reference."""
 
 from __future__ import annotations
 
@@ -13,29 +13,6 @@ from marketplace.inference import Marketplace
 from serving.schemas import ModelRef
 
 T = TypeVar("T")
-
-# OpenAPI description of the multipart body (parsed by serving.uploads, not by FastAPI).
-LISTING_FORM: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "text": {"type": "string", "description": "title and/or description"},
-                        "price": {"type": "number", "description": "GBP (predict)"},
-                        "k": {"type": "integer", "description": "results (similar)"},
-                        "category": {"type": "string", "description": "filter (similar)"},
-                        "min_price": {"type": "number", "description": "filter (similar)"},
-                        "max_price": {"type": "number", "description": "filter (similar)"},
-                    },
-                }
-            }
-        },
-    }
-}
 
 
 async def call_model(function: Callable[..., T], **kwargs: Any) -> T:

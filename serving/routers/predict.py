@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from marketplace.inference import Listing
 from marketplace.models.query import query_kind
-from serving.dependencies import BatcherDep, ModelDep, SettingsDep
-from serving.routers._common import LISTING_FORM, call_model, model_errors, model_ref
+from serving.dependencies import BatcherDep, ModelDep
+from serving.routers._common import call_model, model_errors, model_ref
 from serving.schemas import CategoryScore, EmbedResponse, PredictResponse
-from serving.uploads import read_listing_form
+from serving.uploads import ListingQuery, ListingRoute, listing_query
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], route_class=ListingRoute)
+QueryDep = Annotated[ListingQuery, Depends(listing_query)]
 
 
-@router.post("/predict", response_model=PredictResponse, openapi_extra=LISTING_FORM)
-async def predict(
-    request: Request, market: ModelDep, settings: SettingsDep, batcher: BatcherDep
-) -> PredictResponse:
+@router.post("/predict", response_model=PredictResponse)
+async def predict(form: QueryDep, market: ModelDep, batcher: BatcherDep) -> PredictResponse:
     """Root category of a listing from its photo and/or text (and price, if known)."""
-    form = await read_listing_form(request, settings)
     ranked = await model_errors(batcher.predict(market, Listing(form.image, form.text, form.price)))
     return PredictResponse(
         category=ranked[0][0],
@@ -30,10 +30,9 @@ async def predict(
     )
 
 
-@router.post("/embed", response_model=EmbedResponse, openapi_extra=LISTING_FORM)
-async def embed(request: Request, market: ModelDep, settings: SettingsDep) -> EmbedResponse:
+@router.post("/embed", response_model=EmbedResponse)
+async def embed(form: QueryDep, market: ModelDep) -> EmbedResponse:
     """The listing's vector in the similar-products space (what /similar searches with)."""
-    form = await read_listing_form(request, settings)
     vector, kind = await call_model(market.embed, image=form.image, text=form.text)
     return EmbedResponse(
         vector=[round(float(v), 7) for v in vector],

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from marketplace.inference import Filters, Marketplace
 from serving.dependencies import ModelDep, SettingsDep
-from serving.routers._common import LISTING_FORM, call_model, model_ref
+from serving.routers._common import call_model, model_ref
 from serving.schemas import IndexRef, Product, SimilarResponse
-from serving.uploads import check_k, check_price_range, read_listing_form
+from serving.uploads import ListingQuery, ListingRoute, check_k, check_price_range, listing_query
 
-router = APIRouter(tags=["similar"])
+router = APIRouter(tags=["similar"], route_class=ListingRoute)
 
 
 def _response(market: Marketplace, results: list[dict], query: str) -> SimilarResponse:
@@ -25,10 +25,11 @@ def _response(market: Marketplace, results: list[dict], query: str) -> SimilarRe
     )
 
 
-@router.post("/similar", response_model=SimilarResponse, openapi_extra=LISTING_FORM)
-async def similar(request: Request, market: ModelDep, settings: SettingsDep) -> SimilarResponse:
+@router.post("/similar", response_model=SimilarResponse)
+async def similar(
+    form: Annotated[ListingQuery, Depends(listing_query)], market: ModelDep
+) -> SimilarResponse:
     """The k listings most like a photo and/or text, optionally filtered, with scores."""
-    form = await read_listing_form(request, settings)
     results, kind = await call_model(
         market.similar,
         image=form.image,

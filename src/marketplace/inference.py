@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.index import ProductIndex, branch_vectors, package_sha256, query_vector
 from marketplace.models.classifier import ListingClassifier
 from marketplace.models.query import query_kind
-from marketplace.registry import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.thumbnails import ThumbnailSet
 
 

@@ -34,9 +34,10 @@ class MarketplaceClassifierModel(PythonModel):
     """pyfunc wrapper around ``ListingClassifier``."""
 
     def load_context(self, context: PythonModelContext) -> None:
+        from marketplace.artifacts import PACKAGE_ARTIFACT
         from marketplace.models.classifier import ListingClassifier
 
-        self.classifier = ListingClassifier.load(Path(context.artifacts["package"]))
+        self.classifier = ListingClassifier.load(Path(context.artifacts[PACKAGE_ARTIFACT]))
 
     def predict(
         self,

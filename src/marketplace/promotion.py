@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from marketplace.cli import StageError
 from marketplace.config import PromoteParams
+from marketplace.errors import StageError
 from marketplace.models.query import QUERY_KINDS, kind_slug
 from marketplace.registry import INDEX_TAG
 

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 import marketplace
-from marketplace.cli import StageError
+from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.config import Params
+from marketplace.errors import StageError
 from marketplace.index import package_sha256
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:  # the index stage and the API use this module without trainin
     from marketplace.training.train import TrainedModel
 
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
-PACKAGE_ARTIFACT = "package"  # the classifier folder, inside the logged model's artifacts
-INDEX_ARTIFACT = "index"  # the FAISS index folder, beside it (combined model only)
 PACKAGE_SHA_TAG = "package_sha256"
 INDEX_TAG = "index_size"  # set on versions that carry an index (its product count)
 # What the pyfunc model imports at load time; pinned to the versions that trained it.

@@ -189,16 +189,28 @@ def build_thumbnails(
     )
 
 
+def product_photos(listings: Any) -> Any:
+    """Each product's image ids (a ``Series`` of lists indexed by product id, in the
+    listings' order), as ``training.features.products_table`` has them: this stage reads
+    the cleaned listings without importing training code (a head change must not rebuild
+    the thumbnails)."""
+    photos = listings.dropna(subset=["image_id"]).groupby("product_id")["image_id"].agg(list)
+    order = listings["product_id"].drop_duplicates()
+    return photos.reindex(order).apply(lambda v: v if isinstance(v, list) else [])
+
+
 def catalogue_thumbnails(
     products: Any, images_dir: Path, params: Any, workers: int | None = None
 ) -> ThumbnailSet | None:
-    """The thumbnails of a catalogue (``training.features.products_table``) as the index
-    params ask (``thumbnail_size``, ``_quality``, ``_format``); ``None`` when the size is 0.
+    """The thumbnails of a catalogue (a frame with ``image_ids``, or ``product_photos``)
+    as the index params ask (``thumbnail_size``, ``_quality``, ``_format``); ``None`` when
+    the size is 0.
     """
+    image_ids = products["image_ids"] if hasattr(products, "columns") else products
     if not params.thumbnail_size:
         return None
     return build_thumbnails(
-        zip(products.index, products["image_ids"], strict=True),
+        zip(image_ids.index, image_ids, strict=True),
         images_dir,
         size=params.thumbnail_size,
         quality=params.thumbnail_quality,

@@ -17,7 +17,6 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +63,9 @@ def setup_tracking(project_root: Path = Path("."), experiment: str = EXPERIMENT)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested params (dicts or dataclasses) as ``{"train.vision.lr": "0.001"}`` strings."""
-    if is_dataclass(data) and not isinstance(data, type):
-        data = asdict(data)
+    """Nested params (dicts or pydantic models) as ``{"train.vision.lr": "0.001"}`` strings."""
+    if hasattr(data, "model_dump"):  # the params.yaml models (marketplace.config)
+        data = data.model_dump()
     if isinstance(data, Mapping):
         flat: dict[str, str] = {}
         for key, value in data.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from marketplace.data.sample import generate_sample
+from sample import generate_sample
 from tests.helpers import PROJECT_ROOT, make_project_copy, run
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from marketplace.config import CleanTabularParams
 from marketplace.data.images import clean_export_images
-from marketplace.data.sample import SampleFaults, generate_sample
+from sample import SampleFaults, generate_sample
 from marketplace.data.tabular import CleanedTables, clean_tables
 
 

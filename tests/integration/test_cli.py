@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from marketplace.data.sample import generate_sample
+from sample import generate_sample
 from tests.helpers import PROJECT_ROOT, make_project_copy, run, venv_env
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def test_bad_params_exit_2_naming_the_key(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = _module(["pipeline.split"], tmp_path)
     assert result.returncode == 2
-    assert "unknown key(s): split.sed" in result.stderr
+    assert "split.sed: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -59,9 +59,9 @@ def test_ingest_zip_updates_data_dvc_and_refuses_a_broken_export(tmp_path: Path)
 
 
 def test_exit_process_finishes_what_a_normal_exit_would(tmp_path: Path) -> None:
-    """Stages end with ``exit_process``: it skips the interpreter's teardown, not the
-    work a normal exit does (joining threads, atexit handlers, flushing buffered output),
-    and an idle thread pool does not keep it waiting (a plain join of every thread did)."""
+    """Stages end with ``exit_process``: a normal exit after ``gc.freeze()``, so the work a
+    normal exit does still happens (joining threads, atexit handlers, flushing buffered
+    output), and an idle thread pool does not keep it waiting."""
     script = tmp_path / "stage.py"
     script.write_text(
         "import atexit, concurrent.futures, pathlib, sys, threading, time\n"

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from marketplace.data.sample import generate_sample
+from sample import generate_sample
 from tests.helpers import make_project_copy, run
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from marketplace.data.sample import generate_sample
+from sample import generate_sample
 from tests.helpers import PROJECT_ROOT, make_project_copy, run, venv_env
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,6 @@ index (a model the service must refuse to swap in).
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ from PIL import Image, ImageDraw
 from marketplace.config import load_params
 from marketplace.data.images import clean_image
 from marketplace.data.labels import LabelMap
-from marketplace.index import index_catalogue, package_sha256
+from marketplace.index import package_sha256
+from marketplace.indexing import index_catalogue
 from marketplace.models.embedding import (
     EmbeddingSet,
     embed_image_files,
@@ -118,7 +118,7 @@ def _catalogue(root: Path) -> tuple[pd.DataFrame, dict[str, list[str]], Path]:
 
 def _embeddings(listings: pd.DataFrame, images_dir: Path) -> tuple[EmbeddingSet, EmbeddingSet]:
     params = load_params(PROJECT_ROOT / "params.yaml")
-    image_params = dataclasses.replace(params.embed_images, image_size=64, bf16=False)
+    image_params = params.embed_images.model_copy(update={"image_size": 64, "bf16": False})
     spec = image_spec(image_params, CANVAS)
     paths = sorted(images_dir.glob("*.jpg"))
     vectors = embed_image_files(
@@ -129,7 +129,7 @@ def _embeddings(listings: pd.DataFrame, images_dir: Path) -> tuple[EmbeddingSet,
         progress=False,
     )
     images = EmbeddingSet(np.array([p.stem for p in paths]), vectors, spec)
-    text_params = dataclasses.replace(params.embed_text, max_tokens=32)
+    text_params = params.embed_text.model_copy(update={"max_tokens": 32})
     encoder = TextEncoder(text_params.encoder, max_tokens=32)
     texts = [
         listing_text(t, d) for t, d in zip(listings["title"], listings["description"], strict=True)
@@ -144,11 +144,8 @@ def _embeddings(listings: pd.DataFrame, images_dir: Path) -> tuple[EmbeddingSet,
 
 def _register(root: Path, listings, splits, images, texts, *, seed: int, index: bool) -> str:
     params = load_params(PROJECT_ROOT / "params.yaml")
-    train = dataclasses.replace(
-        params.train,
-        seed=seed,
-        combined=dataclasses.replace(params.train.combined, hidden_dim=32, epochs=30),
-    )
+    combined = params.train.combined.model_copy(update={"hidden_dim": 32, "epochs": 30})
+    train = params.train.model_copy(update={"seed": seed, "combined": combined})
     label_map = LabelMap(tuple(WORDS))
     features = build_text_features(
         products_table(listings), TfidfConfig(word_buckets=512, char_buckets=512), splits

@@ -200,6 +200,14 @@ def test_more_like_this(client: TestClient, registry: Registry) -> None:
         ),
         ({"files": {"image": ("bomb.png", _png_header(100_000, 100_000), "image/png")}}, 413, ""),
         ({"files": {"image": ("big.png", _png_header(3000, 3000), "image/png")}}, 413, "pixels"),
+        ({"data": {"image": "not a file"}}, 422, "image must be a file part"),
+        ({"files": {"text": ("t.txt", b"sofa", "text/plain")}}, 422, "text must be a form field"),
+        (
+            {"data": {"text": "sofa"}, "files": {"category": ("c.txt", b"x", "text/plain")}},
+            422,
+            "category: expected a form field, got a file",
+        ),
+        ({"data": {"text": "sofa", "price": "abc"}}, 422, "price must be a number, got 'abc'"),
     ],
 )
 def test_bad_requests(client: TestClient, kwargs: dict, status: int, message: str) -> None:
@@ -207,6 +215,19 @@ def test_bad_requests(client: TestClient, kwargs: dict, status: int, message: st
     assert response.status_code == status, response.text
     body = response.json()
     assert body["status"] == status and message in body["detail"]
+
+
+def test_the_listing_form_schema_is_generated(client: TestClient) -> None:
+    """FastAPI parses the form into serving.uploads.ListingForm and documents it."""
+    spec = client.get("/openapi.json").json()
+    for path in ("/predict", "/embed", "/similar"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert body["multipart/form-data"]["schema"] == {"$ref": "#/components/schemas/ListingForm"}
+    form = spec["components"]["schemas"]["ListingForm"]
+    assert list(form["properties"]) == [
+        "image", "text", "price", "k", "category", "min_price", "max_price"
+    ]  # fmt: skip
+    assert form["additionalProperties"] is False
 
 
 def test_truncated_jpeg_is_422(client: TestClient, registry: Registry) -> None:

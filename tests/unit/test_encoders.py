@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from marketplace.config import _IMAGE_ENCODERS
+from marketplace.config import ImageEncoderName
 from marketplace.models.embedding import EmbeddingSet, embed_image_files, embed_texts
 from marketplace.models.encoders import IMAGE_BACKBONES, ImageEncoder, TextEncoder, mean_pool
 from marketplace.preprocessing import ImagePreprocessing, listing_text
@@ -27,7 +28,7 @@ def minilm() -> TextEncoder:
 
 
 def test_config_knows_exactly_the_registered_backbones() -> None:
-    assert set(_IMAGE_ENCODERS) == set(IMAGE_BACKBONES)
+    assert set(typing.get_args(ImageEncoderName)) == set(IMAGE_BACKBONES)
 
 
 def test_image_encoder_shape_and_determinism(lite0: ImageEncoder) -> None:

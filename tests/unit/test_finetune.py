@@ -84,14 +84,15 @@ def test_vision_finetuning_trains_only_the_top_and_serves_the_same(
     data = {"train": part, "val": part, "test": part}
     torch.manual_seed(0)
     head = MLPHead(1280, 2, hidden_dim=16, dropout=0.0)
-    params = dataclasses.replace(
-        PARAMS.vision,
-        finetune_blocks=2,
-        finetune_lr=0.003,
-        finetune_epochs=6,
-        finetune_patience=6,
-        finetune_batch_size=4,
-        augment=True,
+    params = PARAMS.vision.model_copy(
+        update={
+            "finetune_blocks": 2,
+            "finetune_lr": 0.003,
+            "finetune_epochs": 6,
+            "finetune_patience": 6,
+            "finetune_batch_size": 4,
+            "augment": True,
+        }
     )
     encoder_before = _state(lite0)
     tuned = finetune_vision(
@@ -140,13 +141,14 @@ def test_text_finetuning_trains_only_the_last_layer() -> None:
     data = {"train": part, "val": part, "test": part}
     torch.manual_seed(0)
     head = TextClassifier(128, 384, 2, hidden_dim=8, dropout=0.0)
-    params = dataclasses.replace(
-        PARAMS.text,
-        finetune_layers=1,
-        finetune_lr=0.001,
-        finetune_epochs=4,
-        finetune_patience=4,
-        finetune_batch_size=4,
+    params = PARAMS.text.model_copy(
+        update={
+            "finetune_layers": 1,
+            "finetune_lr": 0.001,
+            "finetune_epochs": 4,
+            "finetune_patience": 4,
+            "finetune_batch_size": 4,
+        }
     )
     before = _state(encoder)
     split_texts = {name: texts for name in data}

@@ -244,23 +244,6 @@ def test_lazy_adam_also_takes_gradients_with_repeated_rows() -> None:
     assert torch.allclose(train(LazyAdam), train(torch.optim.SparseAdam), atol=1e-6)
 
 
-def test_dropout_keeps_units_with_probability_1_minus_p_and_scales_them() -> None:
-    from marketplace.models.heads import Dropout
-
-    torch.manual_seed(0)
-    x = torch.ones(200, 500)
-    layer = Dropout(0.3)
-    out = layer(x)
-    kept = out != 0
-    assert abs(kept.float().mean().item() - 0.7) < 0.01
-    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))
-    assert abs(out.mean().item() - 1.0) < 0.02  # unbiased, as nn.Dropout
-    assert torch.equal(layer.eval()(x), x)
-    assert torch.equal(Dropout(0.0).train()(x), x)
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        Dropout(1.0)
-
-
 def test_a_photo_alone_and_a_photo_beside_a_text_vote_through_their_own_layers(
     batch: dict,
 ) -> None:

@@ -14,12 +14,10 @@ from marketplace.index import (
     IndexMeta,
     IndexMismatchError,
     ProductIndex,
-    build_faiss,
     catalogue_vectors,
-    precision_at_k,
     query_vector,
-    tune_text_weight,
 )
+from marketplace.indexing import build_faiss, precision_at_k, tune_text_weight
 
 HALF = 8
 

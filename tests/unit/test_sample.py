@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from marketplace.data.sample import SampleFaults, generate_sample
 from marketplace.data.schema import (
     CATEGORY_SEPARATOR,
     IMAGE_COLUMNS,
@@ -29,6 +28,7 @@ from marketplace.data.schema import (
     ROOT_CATEGORIES,
 )
 from pipeline import sample as sample_cli
+from sample import SampleFaults, generate_sample
 
 PER_CATEGORY = 4
 PRICE_RE = re.compile(r"^£[\d,]+\.\d\d$")

@@ -33,10 +33,10 @@ from marketplace.models.encoders import (
     shared_text_encoder,
 )
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
+from marketplace.models.price import PriceScaler
 from marketplace.models.query import query_kind
 from marketplace.models.tfidf import HashedTfidf, TfidfConfig
 from marketplace.preprocessing import ImagePreprocessing, listing_text
-from marketplace.training.features import PriceScaler
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"

@@ -23,11 +23,11 @@ from marketplace.data.labels import LabelMap
 from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.embedding import EmbeddingSet
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
+from marketplace.models.price import PriceScaler
 from marketplace.models.query import kind_slug
 from marketplace.models.tfidf import HashedTfidf
 from marketplace.training.calibration import fit_temperature
 from marketplace.training.features import (
-    PriceScaler,
     SplitData,
     TextFeatures,
     combined_data,

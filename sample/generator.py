@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+import json
 import math
 import random
 import shutil
@@ -33,6 +34,7 @@ import string
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,9 +103,10 @@ _STORE_ROTATED = {
 }
 
 # --------------------------------------------------------------------------------------------
-# Text vocabulary. Per root: sub-categories (name, leaves, item nouns), brands, adjectives and
-# root-specific sentences. Brands recur across roots on purpose (Samsung sells fridges and
-# phones), and the shared vocabulary below is used by every root.
+# Text vocabulary, in vocabulary.json beside this file. Per root: sub-categories (name,
+# leaves, item nouns), brands, adjectives and root-specific sentences. Brands recur across
+# roots on purpose (Samsung sells fridges and phones), and the shared vocabulary below is
+# used by every root. Read once at import: the tables are constants of the generator.
 # --------------------------------------------------------------------------------------------
 
 _Sub = tuple[str, tuple[str, ...], tuple[str, ...]]
@@ -120,405 +123,44 @@ class _RootText:
     price_median: float
 
 
-# Hand-packed data tables: ruff format would put every word on a line of its own.
-# fmt: off
+_VOCABULARY = json.loads(Path(__file__).with_name("vocabulary.json").read_text(encoding="utf-8"))
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists as tuples, nested: the tables are constants."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 _TEXT: dict[str, _RootText] = {
-    "Appliances": _RootText(
-        subs=(
-            ("Washing Machines", (), ("washing machine", "washer dryer", "integrated washer")),
-            ("Fridge Freezers", (), ("fridge freezer", "American fridge freezer", "larder fridge")),
-            ("Ovens, Hobs & Cookers", ("Cookers", "Ovens", "Hobs"),
-             ("electric cooker", "gas hob", "built-in oven", "range cooker", "induction hob")),
-            ("Small Appliances",
-             ("Kettles & Toasters", "Coffee Machines", "Microwaves", "Food Processors"),
-             ("kettle", "toaster", "microwave", "coffee machine", "air fryer", "slow cooker")),
-            ("Home Appliances", ("Vacuum Cleaners", "Irons", "Heaters & Fans"),
-             ("vacuum cleaner", "steam iron", "oil radiator", "tower fan", "dehumidifier")),
-            ("Tumble Dryers", (), ("tumble dryer", "condenser dryer", "heat pump dryer")),
-            ("Dishwashers", (), ("dishwasher", "slimline dishwasher")),
-        ),
-        brands=("Bosch", "Hotpoint", "Beko", "Indesit", "Samsung", "Zanussi", "Russell Hobbs",
-                "Dyson", "Hoover", "Philips", "Kenwood"),
-        adjectives=("freestanding", "integrated", "A+ rated", "white", "stainless steel", "7kg",
-                    "energy efficient", "quiet"),
-        sentences=(
-            "Fully working, just had it serviced",
-            "Can be seen working before you buy",
-            "1400 spin with quick wash programme",
-            "Selling as we are having a new kitchen fitted",
-            "Comes with the original manual and fittings",
-            "Energy rating A++, very cheap to run",
-        ),
-        price_median=85.0,
-    ),
-    "Baby & Kids Stuff": _RootText(
-        subs=(
-            ("Kids Clothes, Shoes & Accessories",
-             ("Girls' Clothes", "Boys' Clothes", "Kids' Shoes"),
-             ("girls dress", "boys coat", "school shoes", "bundle of baby grows", "onesie")),
-            ("Toys", ("Soft Toys", "Educational Toys", "Dolls"),
-             ("soft toy", "wooden puzzle", "baby doll", "toy kitchen", "building blocks")),
-            ("Nursery & Children's Furniture", ("Cots & Beds", "Changing Tables"),
-             ("cot bed", "changing unit", "high chair", "toddler bed")),
-            ("Prams & Strollers", (), ("pram", "pushchair", "travel system", "buggy")),
-            ("Car Seats & Baby Carriers", (), ("car seat", "baby carrier", "isofix base")),
-            ("Outdoor Toys", (), ("trampoline", "climbing frame", "sandpit", "kids slide")),
-        ),
-        brands=("Mamas & Papas", "Silver Cross", "Chicco", "Fisher-Price", "Mothercare", "IKEA",
-                "Argos", "John Lewis", "Little Tikes", "VTech"),
-        adjectives=("pink", "unisex", "age 2-3", "0-3 months", "toddler", "folding", "musical"),
-        sentences=(
-            "From a smoke and pet free home",
-            "My little one has outgrown it",
-            "Meets all current safety standards",
-            "Rain cover and footmuff included",
-            "Age 3 to 6 years",
-            "Easy to fold and fits in a small boot",
-        ),
-        price_median=18.0,
-    ),
-    "Clothes, Footwear & Accessories": _RootText(
-        subs=(
-            ("Women's Clothing", ("Dresses", "Coats & Jackets", "Tops & Shirts"),
-             ("dress", "winter coat", "blouse", "denim jacket", "jumpsuit")),
-            ("Men's Clothing", ("Coats & Jackets", "Shirts & Tops", "Suits"),
-             ("suit", "leather jacket", "hoodie", "shirt", "jeans")),
-            ("Women's Shoes", ("Boots", "Heels", "Trainers"),
-             ("ankle boots", "heels", "trainers", "sandals")),
-            ("Men's Shoes & Boots", (), ("work boots", "brogues", "running trainers")),
-            ("Jewellery", ("Necklaces", "Rings", "Earrings"),
-             ("silver necklace", "gold ring", "earrings", "bracelet")),
-            ("Watches", (), ("wrist watch", "chronograph", "pocket watch")),
-            ("Women's Accessories", ("Bags & Purses", "Scarves"),
-             ("handbag", "purse", "silk scarf", "sunglasses")),
-        ),
-        brands=("Nike", "Adidas", "Zara", "Next", "Levi's", "Ted Baker", "Michael Kors",
-                "John Lewis", "Dr. Martens", "Pandora", "Casio"),
-        adjectives=("size 10", "size 12", "size M", "UK 8", "black", "navy", "vintage", "leather"),
-        sentences=(
-            "Worn once, like new",
-            "True to size, fits a UK 10",
-            "Still has the tags on",
-            "Genuine, receipt available",
-            "Lovely soft material",
-            "Bought for a wedding and only worn on the day",
-        ),
-        price_median=15.0,
-    ),
-    "Computers & Software": _RootText(
-        subs=(
-            ("Computers, Laptops & Netbooks",
-             ("Laptops", "Desktop & Workstation PCs", "Monitors & Projectors",
-              "Computer Accessories", "Tablets, eBooks & eReaders"),
-             ("laptop", "gaming PC", "monitor", "tablet", "keyboard and mouse", "graphics card",
-              "docking station", "printer")),
-            ("Software", (), ("Windows licence", "Office licence", "antivirus software")),
-        ),
-        brands=("Dell", "HP", "Lenovo", "Apple", "Asus", "Acer", "Samsung", "Microsoft",
-                "Logitech"),
-        adjectives=("16GB RAM", "i7", "512GB SSD", "15.6 inch", "refurbished", "24 inch",
-                    "wireless", "4K"),
-        sentences=(
-            "Freshly installed Windows 11, ready to use",
-            "Battery holds charge for hours",
-            "Comes with the original charger",
-            "Ideal for home office or students",
-            "Screen has no dead pixels",
-            "Hard drive wiped and reset to factory settings",
-        ),
-        price_median=140.0,
-    ),
-    "DIY Tools & Materials": _RootText(
-        subs=(
-            ("Power Tools", ("Drills", "Saws", "Sanders"),
-             ("cordless drill", "circular saw", "impact driver", "jigsaw", "orbital sander")),
-            ("Hand Tools", (), ("socket set", "spanner set", "toolbox", "hammer", "spirit level")),
-            ("Building Materials", ("Bricks & Blocks", "Tiles", "Insulation"),
-             ("paving slabs", "bricks", "floor tiles", "plasterboard", "insulation rolls")),
-            ("Wood & Timber", (), ("timber lengths", "scaffold boards", "oak sleepers")),
-            ("Doors & Windows", (), ("internal door", "upvc window", "door handles")),
-            ("Garden Power Tools", ("Lawn Mowers", "Hedge Trimmers"),
-             ("lawn mower", "hedge trimmer", "strimmer", "chainsaw", "leaf blower")),
-            ("Bathroom Fixtures", (), ("basin", "shower screen", "bath taps", "toilet")),
-        ),
-        brands=("DeWalt", "Makita", "Bosch", "Stanley", "Ryobi", "Black & Decker", "Milwaukee",
-                "Einhell", "B&Q"),
-        adjectives=("18V", "heavy duty", "brushless", "cordless", "professional", "galvanised",
-                    "2 batteries", "reclaimed"),
-        sentences=(
-            "Two batteries and charger included",
-            "Left over from a building job",
-            "Used a handful of times, works perfectly",
-            "Enough to cover about 10 square metres",
-            "Comes in the original carry case",
-            "Selling as I have upgraded to brushless",
-        ),
-        price_median=35.0,
-    ),
-    "Health & Beauty": _RootText(
-        subs=(
-            ("Mobility, Disability & Medical", ("Wheelchairs", "Mobility Scooters", "Walking Aids"),
-             ("mobility scooter", "wheelchair", "walking frame", "rise and recline chair")),
-            ("Hair Care & Styling", (), ("hair dryer", "hair straighteners", "curling wand")),
-            ("Make Up & Cosmetics", (), ("make up set", "eyeshadow palette", "lipstick set")),
-            ("Fragrances", ("Women's Fragrances", "Men's Fragrances"),
-             ("perfume", "aftershave", "eau de parfum", "gift set")),
-            ("Health Care", (), ("blood pressure monitor", "first aid kit", "thermometer")),
-            ("Bath & Body", (), ("bath bombs", "body lotion set", "shower gel")),
-            ("Massage Products", (), ("massage gun", "foot spa", "massage chair")),
-        ),
-        brands=("Philips", "GHD", "Dyson", "Chanel", "Dior", "Boots", "Braun", "Remington",
-                "The Body Shop", "Invacare"),
-        adjectives=("100ml", "unopened", "sealed", "rechargeable", "folding", "lightweight",
-                    "travel size"),
-        sentences=(
-            "Brand new and still sealed in the box",
-            "Unwanted gift, never opened",
-            "Folds down to fit in a car boot",
-            "Battery range of about 15 miles",
-            "Genuine product, not a copy",
-            "Lovely scent, only a few sprays used",
-        ),
-        price_median=22.0,
-    ),
-    "Home & Garden": _RootText(
-        subs=(
-            ("Dining, Living Room Furniture",
-             ("Sofas, Armchairs & Suites", "Tables", "Chairs, Stools & Other Seating",
-              "Mirrors, Clocks & Ornaments", "Other"),
-             ("corner sofa", "dining table", "coffee table", "armchair", "wall mirror", "sideboard",
-              "set of chairs")),
-            ("Beds & Bedroom Furniture",
-             ("Beds & Bed Frames", "Wardrobes, Shelving & Storage", "Mattresses"),
-             ("double bed", "wardrobe", "chest of drawers", "mattress", "bedside table")),
-            ("Other Household Goods", (), ("rug", "curtains", "lamp", "storage boxes")),
-            ("Garden & Patio", ("Outdoor Settings & Furniture", "Plants, Pots & Sheds", "BBQs"),
-             ("garden bench", "patio set", "sun loungers", "plant pots", "bbq", "shed")),
-            ("Kitchenware & Accessories", (), ("pan set", "dinner set", "knife block")),
-        ),
-        brands=("IKEA", "DFS", "John Lewis", "Dunelm", "Argos", "Oak Furnitureland", "Habitat",
-                "Weber"),
-        adjectives=("solid oak", "grey", "velvet", "3 seater", "pine", "rattan", "mid century",
-                    "extendable"),
-        sentences=(
-            "Comes apart for easy transport",
-            "Some marks consistent with age, see photos",
-            "Too big for our new house",
-            "Solid and sturdy, no wobbles",
-            "Cushions are removable and washable",
-            "Dimensions in the last photo",
-        ),
-        price_median=55.0,
-    ),
-    "Music, Films, Books & Games": _RootText(
-        subs=(
-            ("Books, Comics & Magazines", ("Fiction", "Non-Fiction", "Comics"),
-             ("book collection", "hardback novel", "comic bundle", "cookbook", "box set of books")),
-            ("Music", ("Musical Instruments", "Vinyl", "CDs"),
-             ("acoustic guitar", "vinyl records", "keyboard", "CD collection", "drum kit",
-              "guitar amp")),
-            ("Films & TV", ("DVDs", "Blu-rays"), ("DVD box set", "Blu-ray collection")),
-            ("Games & Board Games", (), ("board game", "jigsaw puzzle", "chess set")),
-        ),
-        brands=("Penguin", "Yamaha", "Fender", "Sony", "Marvel", "Hasbro", "Roland", "Gibson"),
-        adjectives=("first edition", "complete set", "signed", "rare", "boxed", "electric",
-                    "full size", "mint"),
-        sentences=(
-            "All discs checked and play fine",
-            "Pages clean, no writing inside",
-            "Plays beautifully, recently restrung",
-            "Great for beginners",
-            "All pieces present",
-            "From a smoke free collection",
-        ),
-        price_median=10.0,
-    ),
-    "Office Furniture & Equipment": _RootText(
-        subs=(
-            ("Office Furniture", ("Desks", "Office Chairs", "Filing Cabinets"),
-             ("office desk", "office chair", "filing cabinet", "standing desk", "bookcase")),
-            ("Restaurant & Catering Equipment", (),
-             ("commercial fridge", "catering oven", "stainless steel table", "pizza oven")),
-            ("Supplies, Equipment & Stationery", (),
-             ("laminator", "shredder", "label printer", "whiteboard")),
-            ("Retail & Shop Fittings", (), ("shop counter", "display cabinet", "clothes rail")),
-            ("Packaging & Mailing Supplies", (), ("cardboard boxes", "bubble wrap", "mailers")),
-        ),
-        brands=("Herman Miller", "Steelcase", "Brother", "IKEA", "Staples", "Rexel", "Lincat",
-                "Samsung"),
-        adjectives=("ergonomic", "adjustable", "commercial", "4 drawer", "lockable", "oak effect",
-                    "mesh back"),
-        sentences=(
-            "Ex-office stock, clearing a unit",
-            "Height adjustable with lumbar support",
-            "Keys included for all drawers",
-            "Suitable for cafe or takeaway",
-            "More available, ask for quantities",
-            "VAT receipt available",
-        ),
-        price_median=60.0,
-    ),
-    "Other Goods": _RootText(
-        subs=(
-            ("Hobbies, Interests & Collectibles", ("Coins & Stamps", "Models", "Memorabilia"),
-             ("coin collection", "stamp album", "model railway", "die cast cars", "figurines")),
-            ("Antiques", (), ("antique clock", "victorian chest", "brass lamp", "old tin sign")),
-            ("Scrapbooking, Sewing, Art, Craft", (),
-             ("sewing machine", "easel", "craft supplies", "knitting wool")),
-            ("Aquariums", (), ("fish tank", "aquarium filter", "tropical tank setup")),
-            ("Other", (), ("job lot", "storage trunk", "umbrella", "gift hamper")),
-        ),
-        brands=("Singer", "Hornby", "Corgi", "Royal Doulton", "Fluval", "Argos", "Bosch"),
-        adjectives=("vintage", "collectable", "retro", "boxed", "antique", "handmade", "brass"),
-        sentences=(
-            "Part of a house clearance",
-            "Collectors item, very rare",
-            "All accessories included",
-            "Has been stored in the loft",
-            "Ideal for a hobbyist",
-            "Genuine antique, about 100 years old",
-        ),
-        price_median=25.0,
-    ),
-    "Phones, Mobile Phones & Telecoms": _RootText(
-        subs=(
-            ("Mobile Phones", ("Apple iPhone", "Samsung", "Other Mobile Phones"),
-             ("iPhone 11", "iPhone 12 Pro", "Galaxy S21", "Pixel 6", "smartphone", "mobile phone")),
-            ("Mobile Phone Accessories", (),
-             ("phone case", "wireless charger", "screen protector")),
-            ("Smart Watch", (), ("smart watch", "fitness tracker", "Apple Watch")),
-            ("Home Phones & Answering Machines", (), ("cordless phone", "answering machine")),
-        ),
-        brands=("Apple", "Samsung", "Google", "Huawei", "Nokia", "Sony", "Motorola", "BT"),
-        adjectives=("unlocked", "128GB", "64GB", "dual sim", "5G", "boxed", "midnight black"),
-        sentences=(
-            "Unlocked to all networks",
-            "Battery health 89 percent",
-            "Screen protector fitted from new",
-            "No cracks or chips on the screen",
-            "Comes with box and charging cable",
-            "Factory reset and ready for a new owner",
-        ),
-        price_median=90.0,
-    ),
-    "Sports, Leisure & Travel": _RootText(
-        subs=(
-            ("Bicycles", ("Mountain Bikes", "Road Bikes", "Kids Bikes", "Electric Bikes"),
-             ("mountain bike", "road bike", "kids bike", "electric bike", "BMX")),
-            ("Fitness & Gym Equipment", (),
-             ("treadmill", "dumbbells", "exercise bike", "weight bench", "rowing machine")),
-            ("Golf Equipment", (), ("golf clubs", "golf bag", "golf trolley")),
-            ("Bicycle Accessories", (), ("bike helmet", "bike rack", "bike lights")),
-            ("Luggage & Travel Equipment", (), ("suitcase", "rucksack", "travel bag")),
-            ("Camping & Hiking", (), ("tent", "sleeping bag", "camping stove")),
-            ("Ball & Racquet Sport Equipment", (), ("tennis racket", "football", "badminton set")),
-        ),
-        brands=("Carrera", "Trek", "Specialized", "Nike", "Callaway", "Decathlon", "Argos",
-                "Coleman", "Samsonite"),
-        adjectives=("21 gear", "aluminium frame", "medium frame", "folding", "6 man", "20kg",
-                    "waterproof", "lightweight"),
-        sentences=(
-            "Gears and brakes recently serviced",
-            "Used a few times, too big for my flat",
-            "New tyres fitted last month",
-            "Perfect for the gym at home",
-            "Tent has been used twice, no rips",
-            "Frame size suits someone 5ft 8 to 6ft",
-        ),
-        price_median=65.0,
-    ),
-    "Video Games & Consoles": _RootText(
-        subs=(
-            ("Consoles", ("PS4 Consoles", "Xbox One Consoles", "Nintendo Switch Consoles"),
-             ("PS4", "PS5", "Xbox One", "Xbox Series X", "Nintendo Switch", "retro console")),
-            ("Games", ("PS4 Games", "Xbox Games", "Nintendo Games"),
-             ("PS4 game", "Xbox game", "Switch game", "games bundle")),
-            ("Video Game Accessories", (), ("controller", "gaming headset", "charging dock")),
-            ("Other Video Games & Consoles", (), ("arcade stick", "VR headset")),
-        ),
-        brands=("Sony", "Microsoft", "Nintendo", "PlayStation", "Xbox", "Turtle Beach", "Sega"),
-        adjectives=("500GB", "1TB", "boxed", "with 2 pads", "modded", "limited edition", "slim"),
-        sentences=(
-            "Comes with two controllers and all leads",
-            "Disc is scratch free",
-            "Account removed and factory reset",
-            "Runs quiet, no overheating",
-            "Games included are listed below",
-            "Controller has no stick drift",
-        ),
-        price_median=45.0,
-    ),
+    root: _RootText(
+        subs=_tuples(text["subs"]),
+        brands=_tuples(text["brands"]),
+        adjectives=_tuples(text["adjectives"]),
+        sentences=_tuples(text["sentences"]),
+        price_median=float(text["price_median"]),
+    )
+    for root, text in _VOCABULARY["text"].items()
 }
-
-# Titles containing " | " themselves (as a few real ones do): prefix per root, then a name.
-_PIPE_PREFIXES = {
-    "Video Games & Consoles": ("PS4 Game", "Xbox One Game", "Switch Game"),
-    "Music, Films, Books & Games": ("Vinyl LP", "Book", "DVD"),
-    "Clothes, Footwear & Accessories": ("Ladies", "Mens"),
-}
-_PIPE_NAMES = ("Watch Dogs", "Night Drive", "Blue Harbour", "Silent Hills", "Red Fox",
-               "The Long Road", "Summer Set", "Deluxe Edition")
-
-_CONDITIONS = ("Excellent condition", "Good condition", "Used but in good working order",
-               "Brand new", "Like new", "Hardly used", "Some wear and tear", "Spares or repairs",
-               "Fair condition", "Immaculate condition", "Good used condition, a few scuffs")
-_LOGISTICS = ("Collection only", "Collection only from {town}", "Cash on collection",
-              "Can deliver locally for a small fee", "No offers", "No time wasters please",
-              "Quick sale wanted", "First to see will buy", "Happy to post at buyer’s cost",
-              "Pick up from {town} town centre", "Can meet halfway", "Message me for more photos")
-_SHARED_BRANDS = ("Samsung", "Sony", "IKEA", "Argos", "Philips", "Bosch", "John Lewis", "Apple")
-_GENERIC_NOUNS = ("job lot", "bundle", "box of bits", "clearance items", "various items",
-                  "storage box", "black case", "spare parts", "gift set", "mixed lot")
-_NOISE_WORDS = ("ono", "ovno", "x2", "bnib", "bnwt", "asap", "l@@k", "etc", "pm me", "ref",
-                "must go", "cheap", "urgent", "genuine", "wow", "bargain", "lot", "offers")
-_FIRST_NAMES = ("Nisha", "Sue", "Dave", "Tom", "Aisha", "Gareth", "Kirsty", "Mo", "Paul", "Jen",
-                "Hamza", "Lucy", "Craig", "Wendy", "Raj", "Sian", "Callum", "Ola")
-_LOCATIONS = (("Leeds", "West Yorkshire"), ("Huddersfield", "West Yorkshire"),
-              ("Bradford", "West Yorkshire"), ("Sheffield", "South Yorkshire"),
-              ("York", "North Yorkshire"), ("Hull", "East Yorkshire"), ("Bournemouth", "Dorset"),
-              ("Poole", "Dorset"), ("Exeter", "Devon"), ("Plymouth", "Devon"),
-              ("Truro", "Cornwall"), ("Bath", "Somerset"), ("Radstock", "Somerset"),
-              ("Wokingham", "Berkshire"), ("Reading", "Berkshire"), ("Oxford", "Oxfordshire"),
-              ("Milton Keynes", "Buckinghamshire"), ("Luton", "Bedfordshire"),
-              ("Norwich", "Norfolk"), ("Ipswich", "Suffolk"), ("Colchester", "Essex"),
-              ("Chelmsford", "Essex"), ("Croydon", "London"), ("Hackney", "London"),
-              ("Brighton", "East Sussex"), ("Crawley", "West Sussex"), ("Maidstone", "Kent"),
-              ("Canterbury", "Kent"), ("Southampton", "Hampshire"), ("Portsmouth", "Hampshire"),
-              ("Swindon", "Wiltshire"), ("Gloucester", "Gloucestershire"),
-              ("Newent", "Gloucestershire"), ("Birmingham", "West Midlands"),
-              ("Coventry", "West Midlands"), ("Leicester", "Leicestershire"),
-              ("Nottingham", "Nottinghamshire"), ("Derby", "Derbyshire"),
-              ("Lincoln", "Lincolnshire"), ("Skegness", "Lincolnshire"),
-              ("Stockport", "Manchester"), ("Delph", "Manchester"), ("Liverpool", "Merseyside"),
-              ("Preston", "Lancashire"), ("Blackpool", "Lancashire"), ("Carlisle", "Cumbria"),
-              ("Newcastle", "Tyne and Wear"), ("Durham", "County Durham"),
-              ("Inverness", "Highland"), ("Paisley", "Renfrewshire"),
-              ("Livingston", "West Lothian"), ("Wrexham", "Wrexham"), ("Bangor", "Gwynedd"),
-              ("Belfast", "County Antrim"), ("Lisburn", "County Antrim"))
-_SINGLE_LOCATIONS = ("London", "Cardiff", "Aberdeen", "Glasgow", "Bristol", "Manchester", "Dundee",
-                     "Swansea", "Stirling", "Newport")
-_ACCESSORIES = ("as new", "original box", "spare parts", "all leads", "instructions", "carry bag",
-                "remote", "receipt")
-_EMOJI = ("👉", "✅", "🚚", "💥")
 # Roots whose items and phrases a listing sometimes borrows (a desk sold under Home & Garden,
 # a tablet under Phones): overlap that keeps text classification from being trivial.
 _NEIGHBOURS: dict[str, tuple[str, ...]] = {
-    "Appliances": ("Home & Garden", "Office Furniture & Equipment"),
-    "Baby & Kids Stuff": ("Clothes, Footwear & Accessories", "Sports, Leisure & Travel"),
-    "Clothes, Footwear & Accessories": ("Baby & Kids Stuff", "Health & Beauty"),
-    "Computers & Software": ("Phones, Mobile Phones & Telecoms", "Video Games & Consoles",
-                             "Office Furniture & Equipment"),
-    "DIY Tools & Materials": ("Home & Garden", "Appliances"),
-    "Health & Beauty": ("Clothes, Footwear & Accessories", "Sports, Leisure & Travel"),
-    "Home & Garden": ("Office Furniture & Equipment", "DIY Tools & Materials", "Appliances"),
-    "Music, Films, Books & Games": ("Video Games & Consoles", "Other Goods"),
-    "Office Furniture & Equipment": ("Home & Garden", "Computers & Software"),
-    "Other Goods": ("Music, Films, Books & Games", "Home & Garden", "Baby & Kids Stuff"),
-    "Phones, Mobile Phones & Telecoms": ("Computers & Software", "Video Games & Consoles"),
-    "Sports, Leisure & Travel": ("Health & Beauty", "Baby & Kids Stuff"),
-    "Video Games & Consoles": ("Computers & Software", "Music, Films, Books & Games"),
+    root: _tuples(roots) for root, roots in _VOCABULARY["neighbours"].items()
 }
-# fmt: on
+# Titles containing " | " themselves (as a few real ones do): prefix per root, then a name.
+_PIPE_PREFIXES: dict[str, tuple[str, ...]] = {
+    root: _tuples(prefixes) for root, prefixes in _VOCABULARY["pipe_prefixes"].items()
+}
+_PIPE_NAMES: tuple[str, ...] = _tuples(_VOCABULARY["pipe_names"])
+_CONDITIONS: tuple[str, ...] = _tuples(_VOCABULARY["conditions"])
+_LOGISTICS: tuple[str, ...] = _tuples(_VOCABULARY["logistics"])
+_SHARED_BRANDS: tuple[str, ...] = _tuples(_VOCABULARY["shared_brands"])
+_GENERIC_NOUNS: tuple[str, ...] = _tuples(_VOCABULARY["generic_nouns"])
+_NOISE_WORDS: tuple[str, ...] = _tuples(_VOCABULARY["noise_words"])
+_FIRST_NAMES: tuple[str, ...] = _tuples(_VOCABULARY["first_names"])
+_LOCATIONS: tuple[tuple[str, str], ...] = _tuples(_VOCABULARY["locations"])
+_SINGLE_LOCATIONS: tuple[str, ...] = _tuples(_VOCABULARY["single_locations"])
+_ACCESSORIES: tuple[str, ...] = _tuples(_VOCABULARY["accessories"])
+_EMOJI: tuple[str, ...] = _tuples(_VOCABULARY["emoji"])
 _BORROW_PROBABILITY = 0.2
 _SHARED_BRAND_PROBABILITY = 0.3
 

@@ -1,0 +1,233 @@
+"""Building and evaluating the similar-products index (the ``index`` stage's library).
+
+The index itself, its query spaces and its search live in ``marketplace.index``, which the
+API loads; this module holds what only the pipeline runs: building the FAISS index over
+the catalogue from cached embeddings, choosing the photo-and-text weight on validation
+products and reporting precision@k per query kind. It may use training code
+(``training.features``); ``marketplace.index`` may not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from marketplace.errors import StageError
+from marketplace.index import (
+    INDEX_FORMAT,
+    IndexMeta,
+    ProductIndex,
+    branch_vectors,
+    catalogue_vectors,
+    query_vector,
+)
+from marketplace.models.classifier import ClassifierPackage
+from marketplace.models.query import QUERY_KINDS
+from marketplace.training.features import product_image_vectors
+
+
+def build_faiss(
+    vectors: np.ndarray, factory: str, *, ef_construction: int = 80, seed: int = 0
+) -> faiss.Index:
+    """An inner-product index of ``vectors`` from a factory string, trained if it needs it."""
+    n, dim = vectors.shape
+    if factory.startswith("IVF"):
+        nlist = int(factory[3:].split(",")[0])
+        if nlist > n:  # k-means needs at least one point per list
+            raise ValueError(f"index.factory {factory}: {nlist} lists for only {n} vectors")
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if factory.startswith("HNSW"):
+        index.hnsw.efConstruction = ef_construction
+    if not index.is_trained:
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = seed
+        index.train(vectors)
+    index.add(vectors)
+    return index
+
+
+def catalogue_records(
+    products: pd.DataFrame, photos: Collection[str] | None = None
+) -> pd.DataFrame:
+    """One record per product, as the API returns it (``image_id``: its first photo).
+
+    ``photos`` are the image ids that have a cleaned photo (the embedded ones): an image row
+    whose file was missing or corrupt is no photo. Without them a product whose only image
+    rows had no file counted as having a photo, so photo-only queries were made of zero
+    vectors (192 of the real export's 991 test "photo" queries) and the search page asked
+    for thumbnails that do not exist.
+    """
+    first_image = [
+        next((i for i in ids if photos is None or i in photos), None)
+        for ids in products["image_ids"]
+    ]
+    return pd.DataFrame(
+        {
+            "product_id": products.index.astype(str),
+            "title": products["title"].astype(str).to_numpy(),
+            "price": products["price"].astype(float).to_numpy(),
+            "category": products["root_category"].astype(str).to_numpy(),
+            "location": products["location"].astype(str).to_numpy(),
+            "image_id": pd.array(first_image, dtype="string"),
+        }
+    )
+
+
+def build_product_index(
+    package: ClassifierPackage,
+    records: pd.DataFrame,
+    text_embeddings: np.ndarray,
+    image_embeddings: np.ndarray,
+    has_image: np.ndarray,
+    *,
+    model_name: str,
+    model_version: str,
+    package_sha: str,
+    factory: str,
+    nprobe: int,
+    ef_search: int,
+    ef_construction: int,
+) -> ProductIndex:
+    """Embed the catalogue into the index space and build the FAISS index over it."""
+    text, image = branch_vectors(package, text_embeddings, image_embeddings)
+    assert text is not None and image is not None
+    vectors = catalogue_vectors(text, image, has_image)
+    index = build_faiss(vectors, factory, ef_construction=ef_construction)
+    meta = IndexMeta(
+        format_version=INDEX_FORMAT,
+        model_name=model_name,
+        model_version=str(model_version),
+        package_sha256=package_sha,
+        image_encoder=package.image_spec or {},
+        text_encoder=package.text_spec or {},
+        factory=factory,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        dim=int(vectors.shape[1]),
+        size=int(vectors.shape[0]),
+        with_image=int(has_image.sum()),
+        space="[text, image] hidden layers of the combined classifier, each L2-normalised",
+    )
+    return ProductIndex(index, records, meta)
+
+
+def precision_at_k(
+    index: ProductIndex, queries: Sequence[int], k: int, kind: str
+) -> tuple[float, int]:
+    """Share of the top-k neighbours (the query excluded) in the query's root category.
+
+    ``kind`` picks the query made from each listing: its text, its photo or both (listings
+    without a photo are skipped for the last two). Returns ``(precision, n_queries)``.
+    """
+    half = index.half
+    positions = [p for p in queries if kind == "text" or index.has_image(p)]
+    if not positions:
+        return float("nan"), 0
+    stored = np.stack([index.vector(p) for p in positions])
+    vectors = [
+        query_vector(
+            s[:half] if kind != "image" else None,
+            s[half:] if kind != "text" else None,
+            half,
+            index.meta.text_weight,
+        )
+        for s in stored
+    ]
+    photo_mask = index.allowed(require_image=True) if kind == "image" else None
+    results = index.search_many(np.stack(vectors), k, mask=photo_mask, exclude=positions)
+    hits = total = 0
+    for position, found in zip(positions, results, strict=True):
+        category = index.category(position)
+        hits += sum(index.category(p) == category for p, _ in found)
+        total += len(found)
+    return (hits / total if total else float("nan")), len(positions)
+
+
+def check_encoder(cached: dict[str, Any], model: dict[str, Any] | None, what: str) -> None:
+    """Cached embeddings may stand in for the model's encoder only if they are its output."""
+    if model is None or cached != model:
+        raise StageError(
+            f"the cached {what} embeddings were made by {cached}, but the model's encoder is "
+            f"{model}; rerun the embed and train stages together (dvc repro)"
+        )
+
+
+def index_catalogue(
+    package: ClassifierPackage,
+    products: pd.DataFrame,
+    text_embeddings: Any,
+    image_embeddings: Any,
+    params: Any,
+    *,
+    model_name: str,
+    model_version: str,
+    package_sha: str,
+    tune_ids: Sequence[str] = (),
+) -> tuple[ProductIndex, dict[str, float]]:
+    """The index of a catalogue (``training.features.products_table``) from cached embeddings.
+
+    The embed stages ran the very encoders the model names (checked against its specs), so
+    the cached vectors are what the registered encoder would produce; only the model's
+    branch layers run here. The photo-and-text weight is chosen on ``tune_ids`` (the
+    validation products; the first of ``params.text_weights`` without them) and the "more
+    like this" lists are precomputed. Returns the index and the tuning figures.
+    """
+    check_encoder(text_embeddings.spec, package.text_spec, "text")
+    check_encoder(image_embeddings.spec, package.image_spec, "image")
+    text, found = text_embeddings.lookup(list(products.index))
+    if not found.all():
+        raise ValueError(f"{int((~found).sum())} products have no text embedding")
+    image, has_image = product_image_vectors(products, image_embeddings)
+    index = build_product_index(
+        package,
+        catalogue_records(products, set(image_embeddings.ids.tolist())),
+        text,
+        image,
+        has_image,
+        model_name=model_name,
+        model_version=model_version,
+        package_sha=package_sha,
+        factory=params.factory,
+        nprobe=params.nprobe,
+        ef_search=params.ef_search,
+        ef_construction=params.ef_construction,
+    )
+    index, tuning = tune_text_weight(index, tune_ids, params.eval_k, params.text_weights)
+    if params.neighbours:
+        index = index.precompute_neighbours(params.neighbours)
+    return index, tuning
+
+
+def tune_text_weight(
+    index: ProductIndex, query_ids: Sequence[str], k: int, weights: Sequence[float]
+) -> tuple[ProductIndex, dict[str, float]]:
+    """The index with the photo-and-text weight of best precision@k over ``query_ids``.
+
+    Pass validation products, never test ones: the test figures are reported afterwards.
+    Ties go to the weight nearest 0.5 (both modalities count equally).
+    """
+    positions = [p for p in (index.position(i) for i in query_ids) if p is not None]
+    if len(weights) == 1 or not positions:
+        return index.with_text_weight(weights[0]), {"text_weight": float(weights[0])}
+    precision = {
+        w: precision_at_k(index.with_text_weight(w), positions, k, "image+text")[0] for w in weights
+    }
+    best = max(weights, key=lambda w: (precision[w], -abs(w - 0.5)))
+    figures = {f"val_precision_at_{k}_image_text_w{w:g}": p for w, p in precision.items()}
+    return index.with_text_weight(best), {"text_weight": float(best), **figures}
+
+
+def evaluate_index(index: ProductIndex, query_ids: Sequence[str], k: int) -> dict[str, float]:
+    """precision@k (same root category) per query kind, over the given products as queries."""
+    positions = [p for p in (index.position(i) for i in query_ids) if p is not None]
+    metrics: dict[str, float] = {}
+    for kind in QUERY_KINDS:
+        precision, used = precision_at_k(index, positions, k, kind)
+        key = kind.replace("+", "_")
+        metrics[f"precision_at_{k}_{key}"] = precision
+        metrics[f"queries_{key}"] = float(used)
+    return metrics

@@ -1,0 +1,68 @@
+"""The layers hold: import-linter's contracts (pyproject.toml) and what the API loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import PROJECT_ROOT
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+PACKAGES = ("pipeline", "sample", "serving", "src")
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_import_contracts_hold() -> None:
+    result = _lint_imports(PROJECT_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_wrong_import_breaks_a_contract(tmp_path: Path) -> None:
+    """The contracts are live: the import the layout once had (the API's index module
+    using training code) fails them."""
+    for name in PACKAGES:
+        shutil.copytree(
+            PROJECT_ROOT / name,
+            tmp_path / name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+        )
+    shutil.copy2(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    index = tmp_path / "src" / "marketplace" / "index.py"
+    index.write_text(
+        index.read_text() + "\n\ndef _late():\n    from marketplace.training import features\n"
+    )
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "marketplace.index -> marketplace.training.features" in result.stdout
+
+
+def test_serving_app_loads_no_training_cli_or_pipeline_code() -> None:
+    code = "import json, sys; import serving.app; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert "marketplace.inference" in loaded  # the check looks at the right process
+    forbidden = ("marketplace.training", "marketplace.cli", "pipeline", "sample")
+    wrong = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden)]
+    assert not wrong, f"importing serving.app loaded {wrong}"
