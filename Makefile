@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv browser demo test test-fast lint format bench lock clean ui serve promote rollback
+.PHONY: help venv browser demo test test-fast lint format bench lock clean ui serve promote rollback evaluate
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,6 +81,10 @@ serve: venv ## The API on http://127.0.0.1:8000 (models:/marketplace-combined@pr
 
 promote: venv ## Move the production alias to the newest combined version, through the gate
 	$(PY) -m pipeline.promote $(if $(VERSION),--version $(VERSION)) $(if $(FORCE),--force)
+
+evaluate: venv ## Score an export per query kind: FROM=path [MODEL=models:/...] or [URL=http://...]
+	@test -n "$(FROM)" || { echo "usage: make evaluate FROM=path/to/export [MODEL=models:/name@alias | URL=http://host:port]"; exit 2; }
+	$(PY) -m pipeline.evaluate --from "$(FROM)" $(if $(MODEL),--model "$(MODEL)") $(if $(URL),--url "$(URL)")
 
 rollback: venv ## Move the production alias back to the previous production version
 	$(PY) -m pipeline.promote --rollback

