@@ -110,7 +110,7 @@ def test_evaluate_an_unseen_export_against_the_registered_model(
     version = client.get_model_version_by_alias("marketplace-combined", "production")
     run_id = version.tags["evaluation.export"]
     evaluation = client.get_run(run_id)
-    assert evaluation.data.tags["model_version"] == version.version
+    assert evaluation.data.tags["model_version"] == str(version.version)
     assert evaluation.data.metrics["image_accuracy"] == pytest.approx(metrics["image_accuracy"])
     assert {a.path for a in client.list_artifacts(run_id, "evaluation")} >= {
         "evaluation/metrics.json",
