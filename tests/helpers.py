@@ -7,11 +7,17 @@ working tree's data/ or outputs/.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "MLproject")
@@ -54,3 +60,57 @@ def make_project_copy(root: Path) -> Path:
     run(["dvc", "init", "-q"], root)
     run(["dvc", "config", "core.analytics", "false"], root)
     return root
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_api(
+    tracking_uri: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[str]:
+    """``python -m serving`` (real uvicorn) on a free loopback port over the registry at
+    ``tracking_uri``, ready; yields its base URL and stops it by its PID afterwards.
+
+    ``env`` adds settings (``MARKETPLACE_MODEL_NAME``, ...).
+    """
+    port = free_port()
+    server_env = {
+        **venv_env(),
+        "MARKETPLACE_TRACKING_URI": tracking_uri,
+        "HF_HUB_OFFLINE": "1",
+        **(env or {}),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
+        cwd=PROJECT_ROOT,
+        env=server_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise AssertionError(f"server exited:\n{server.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not ready within {timeout:.0f} s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sample import generate_sample
-from tests.helpers import PROJECT_ROOT, make_project_copy, run, venv_env
+from tests.helpers import make_project_copy, run, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -141,71 +136,18 @@ def test_evaluate_an_unseen_export_against_the_registered_model(
     assert vision["image_n"] == metrics["image_n"] and "text_n" not in vision
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_evaluate_an_unseen_export_against_a_running_api(
     project: Path, unseen: Path, tmp_path: Path
 ) -> None:
-    port = _free_port()
-    env = {**venv_env(), "MARKETPLACE_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"server exited:\n{server.stdout.read()}"  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready within 120 s"
-            time.sleep(0.3)
-        run(
-            [
-                "python",
-                "-m",
-                "pipeline.evaluate",
-                "--from",
-                str(unseen),
-                "--url",
-                base,
-                "--out",
-                str(tmp_path / "api"),
-            ],
-            project,
-        )
-        run(
-            [
-                "python",
-                "-m",
-                "pipeline.evaluate",
-                "--from",
-                str(unseen),
-                "--no-mlflow",
-                "--out",
-                str(tmp_path / "model"),
-            ],
-            project,
-        )
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with running_api(f"sqlite:///{project / 'mlflow.db'}") as base:
+        for out, target in (("api", ["--url", base]), ("model", ["--no-mlflow"])):
+            run(
+                [
+                    "python", "-m", "pipeline.evaluate", "--from", str(unseen),
+                    "--out", str(tmp_path / out), *target,
+                ],
+                project,
+            )  # fmt: skip
     api = json.loads((tmp_path / "api/metrics.json").read_text())
     direct = json.loads((tmp_path / "model/metrics.json").read_text())
     # The API runs the same inference class on the same model: the same answers.

@@ -12,19 +12,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.helpers import PROJECT_ROOT, venv_env
+from tests.helpers import running_api
 from tests.serving.conftest import Registry
 
 CHROMIUM_ENV = "MARKETPLACE_CHROMIUM"  # another Chromium binary than Debian's
@@ -38,12 +33,6 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Api:
     base: str
@@ -53,43 +42,12 @@ class Api:
 @pytest.fixture(scope="module")
 def api(registry: Registry) -> Iterator[Api]:
     """``python -m serving`` on a free loopback port, ready; stopped by its PID afterwards."""
-    port = _free_port()
-    env = {
-        **venv_env(),
-        "MARKETPLACE_TRACKING_URI": registry.uri,
+    settings = {
         "MARKETPLACE_MODEL_NAME": registry.name,
         "MARKETPLACE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-        "HF_HUB_OFFLINE": "1",
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                raise AssertionError(f"server exited:\n{server.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready within 90 s"
-            time.sleep(0.2)
+    with running_api(registry.uri, settings, 90) as base:
         yield Api(base, registry)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.fixture(scope="module")
