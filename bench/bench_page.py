@@ -45,7 +45,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_serving import build, start_api  # noqa: E402
 from marketplace.config import load_params  # noqa: E402
-from marketplace.thumbnails import ThumbnailSet, catalogue_thumbnails  # noqa: E402
+from marketplace.thumbnails import (  # noqa: E402
+    ThumbnailSet,
+    catalogue_thumbnails,
+    product_photos,
+)
 from tests.serving.browser.conftest import chromium_path  # noqa: E402
 
 # Submits a photo + text the way a person does (the file input's change event), then
@@ -120,12 +124,10 @@ def thumbnail_figures(project: Path) -> dict[str, Any]:
     If its index stage ran too, the stored thumbnails must be the very same bytes."""
     import pandas as pd
 
-    from marketplace.training.features import products_table
-
     params = load_params(project / "params.yaml").index
-    products = products_table(pd.read_parquet(project / "outputs/clean/listings.parquet"))
+    photos = product_photos(pd.read_parquet(project / "outputs/clean/listings.parquet"))
     started = time.perf_counter()
-    built = catalogue_thumbnails(products, project / "outputs/images", params)
+    built = catalogue_thumbnails(photos, project / "outputs/images", params)
     seconds = time.perf_counter() - started
     if built is None:
         raise SystemExit("index.thumbnail_size is 0: no thumbnails to measure")
@@ -135,7 +137,7 @@ def thumbnail_figures(project: Path) -> dict[str, Any]:
     sizes = sorted(len(built.get(pid) or b"") for pid in built.offsets)
     return {
         **built.describe(),
-        "products": len(products),
+        "products": len(photos),
         "mb": round(len(built.data) / 1e6, 2),
         "mean_bytes": round(len(built.data) / len(built)),
         "p90_bytes": sizes[int(0.9 * len(sizes))],

@@ -38,16 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--url", help="a running API to score instead (its /predict)")
     parser.add_argument("--out", type=Path, default=Path("reports/evaluation"))
     parser.add_argument("--no-mlflow", action="store_true", help="write the report only")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
 
     def body() -> None:
+        from marketplace.config import load_params
         from marketplace.evaluation import evaluate_export
+
+        params = load_params(args.params).clean_tabular
 
         with tempfile.TemporaryDirectory(prefix="marketplace-eval-") as tmp:
             report = evaluate_export(
                 args.source,
                 model_uri=None if args.url else (args.model or DEFAULT_MODEL),
                 url=args.url,
+                params=params,
                 out=args.out,
                 log_to_mlflow=not args.no_mlflow,
                 scratch=Path(tmp),

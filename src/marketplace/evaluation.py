@@ -11,6 +11,7 @@ with its reason and skipped, never silently dropped.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from marketplace.data.tabular import clean_tables
 from marketplace.models.query import QUERY_KINDS, kind_slug
 from marketplace.preprocessing import listing_text
 from marketplace.training.metrics import classification_metrics
+
+log = logging.getLogger("marketplace.evaluation")
 
 # The API answers at most this many listings per request; the model path batches more.
 MODEL_BATCH = 32
@@ -56,8 +59,8 @@ class EvaluationSet:
 def read_queries(
     export_root: Path,
     categories: Sequence[str],
+    params: CleanTabularParams,
     kinds: Sequence[str] = QUERY_KINDS,
-    params: CleanTabularParams | None = None,
 ) -> EvaluationSet:
     """Every product of the export as each query kind in ``kinds`` it can be.
 
@@ -65,7 +68,6 @@ def read_queries(
     is a text query only (``missing_file`` / ``corrupt_image`` issues say why). A product
     whose root category the model does not know is skipped (``unknown_category``).
     """
-    params = params or CleanTabularParams(price_max=100000.0, keep_duplicate="first")
     cleaned = clean_tables(export_root, params)
     issues = list(cleaned.issues)
     known = set(categories)
@@ -274,15 +276,15 @@ def evaluate_export(
     *,
     model_uri: str | None,
     url: str | None,
+    params: CleanTabularParams,
     out: Path,
     log_to_mlflow: bool,
     scratch: Path,
 ) -> EvaluationReport:
-    """Read ``source`` (folder or .zip), score it with the model at ``model_uri`` or the API
-    at ``url``, write the report into ``out`` and, unless told not to, log an evaluation
-    run linked to the scored model version. Returns the report."""
-    import logging
-
+    """Read ``source`` (folder or .zip) as the pipeline cleans exports (``params``), score
+    it with the model at ``model_uri`` or the API at ``url``, write the report into ``out``
+    and, unless told not to, log an evaluation run linked to the scored model version.
+    Returns the report."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -290,7 +292,6 @@ def evaluate_export(
     from marketplace.registry import logged_model_id
     from marketplace.tracking import setup_tracking, standard_tags
 
-    log = logging.getLogger("marketplace.evaluation")
     setup_tracking()
     client = MlflowClient()
     if source.is_file():
@@ -329,7 +330,7 @@ def evaluate_export(
         kinds = {"vision": ("image",), "text": ("text",)}.get(classifier.package.kind, QUERY_KINDS)
         predict = model_predictor(classifier)
 
-    queries = read_queries(root, categories, kinds)
+    queries = read_queries(root, categories, params, kinds)
     log.info(
         "%s: %d products -> %d queries (%d issues); scoring %s version %s",
         root,

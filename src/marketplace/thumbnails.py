@@ -200,13 +200,12 @@ def product_photos(listings: Any) -> Any:
 
 
 def catalogue_thumbnails(
-    products: Any, images_dir: Path, params: Any, workers: int | None = None
+    image_ids: Any, images_dir: Path, params: Any, workers: int | None = None
 ) -> ThumbnailSet | None:
-    """The thumbnails of a catalogue (a frame with ``image_ids``, or ``product_photos``)
-    as the index params ask (``thumbnail_size``, ``_quality``, ``_format``); ``None`` when
-    the size is 0.
+    """The thumbnails of a catalogue (each product's image ids, as ``product_photos`` or
+    ``products_table(...)["image_ids"]`` give them) as the index params ask
+    (``thumbnail_size``, ``_quality``, ``_format``); ``None`` when the size is 0.
     """
-    image_ids = products["image_ids"] if hasattr(products, "columns") else products
     if not params.thumbnail_size:
         return None
     return build_thumbnails(

@@ -181,7 +181,7 @@ def _register(root: Path, listings, splits, images, texts, *, seed: int, index: 
         built.save(root / f"index-{seed}")
         if seed == 0:  # version 1 carries listing photos; version 2 is an index without them
             thumbnails = catalogue_thumbnails(
-                products_table(listings), root / "images", params.index
+                products_table(listings)["image_ids"], root / "images", params.index
             )
             assert thumbnails is not None
             thumbnails.save(root / f"index-{seed}")

@@ -111,11 +111,13 @@ def test_catalogue_thumbnails_follow_the_index_params(tmp_path: Path) -> None:
     _canvas(tmp_path / "i1.jpg", (200, 100), (10, 10, 200))
     products = pd.DataFrame({"image_ids": [["i1"], []]}, index=pd.Index(["p1", "p2"]))
     params = params_from_dict(_with("index.thumbnail_size", 40)).index
-    built = catalogue_thumbnails(products, tmp_path, params, workers=1)
+    built = catalogue_thumbnails(products["image_ids"], tmp_path, params, workers=1)
     assert built is not None and list(built.offsets) == ["p1"] and built.size == 40
     assert (
         catalogue_thumbnails(
-            products, tmp_path, params_from_dict(_with("index.thumbnail_size", 0)).index
+            products["image_ids"],
+            tmp_path,
+            params_from_dict(_with("index.thumbnail_size", 0)).index,
         )
         is None
     )

@@ -191,15 +191,20 @@ class ListingClassifier:
 
     @torch.inference_mode()
     def image_embeddings(self, images: Sequence[bytes | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder embeddings of photos (zeros where ``None``) and a has-image flag."""
+        """Encoder embeddings of photos (zeros where ``None``) and a has-image flag.
+
+        A photo that comes more than once (a listing asked as photo alone and with its
+        text, as ``pipeline.evaluate`` does) goes through the encoder once."""
         assert self.image_encoder is not None and self.preprocessing is not None
         present = [i for i, image in enumerate(images) if image is not None]
         out = torch.zeros(len(images), self.image_encoder.embedding_dim)
         if present:
-            pixels = torch.stack([self.preprocessing.from_upload(images[i]) for i in present])
+            distinct: dict[bytes, int] = {}
+            slots = [distinct.setdefault(images[i], len(distinct)) for i in present]  # type: ignore[arg-type]
+            pixels = torch.stack([self.preprocessing.from_upload(photo) for photo in distinct])
             pixels = pixels.contiguous(memory_format=torch.channels_last)
             with inference_context(bool(self.package.image_spec.get("bf16"))):
-                out[present] = self.image_encoder(pixels).float()
+                out[present] = self.image_encoder(pixels).float()[slots]
         flag = torch.zeros(len(images))
         flag[present] = 1.0
         return out, flag

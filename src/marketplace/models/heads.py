@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marketplace.models.price import PriceScaler
+
 
 class MLPHead(nn.Module):
     """``in_dim -> hidden_dim -> num_classes`` with dropout; ``hidden_dim=0`` is linear."""
@@ -251,12 +253,16 @@ class CombinedClassifier(nn.Module):
         votes count."""
         text_vote, beside_text, alone, price_vote = self.votes(tfidf, image, text, extra)
         text_flag = (torch.ones(len(text)) if has_text is None else has_text.float()).unsqueeze(1)
-        image_weight = has_image.float().unsqueeze(1)
-        if self.training and self.modality_dropout > 0:
-            keep = torch.rand_like(image_weight) >= self.modality_dropout
-            image_weight = image_weight * keep.float()
         image_vote = text_flag * beside_text + (1 - text_flag) * alone
-        return price_vote + text_flag * text_vote + image_weight * image_vote
+        return price_vote + text_flag * text_vote + self._image_weight(has_image) * image_vote
+
+    def _image_weight(self, has_image: torch.Tensor) -> torch.Tensor:
+        """``[B, 1]``: 1 where the image votes; in training, dropped for
+        ``modality_dropout`` of the rows so the text votes stay good on their own."""
+        weight = has_image.float().unsqueeze(1)
+        if self.training and self.modality_dropout > 0:
+            weight = weight * (torch.rand_like(weight) >= self.modality_dropout).float()
+        return weight
 
     def training_loss(
         self, batch: list[Any], labels: torch.Tensor, label_smoothing: float
@@ -268,11 +274,7 @@ class CombinedClassifier(nn.Module):
             logits = self(tfidf, image, has_image, text, extra)
             return F.cross_entropy(logits, labels, label_smoothing=label_smoothing), logits
         text_vote, beside_text, alone, price_vote = self.votes(tfidf, image, text, extra)
-        image_weight = has_image.float().unsqueeze(1)
-        if self.modality_dropout > 0:
-            keep = torch.rand_like(image_weight) >= self.modality_dropout
-            image_weight = image_weight * keep.float()
-        logits = price_vote + text_vote + image_weight * beside_text
+        logits = price_vote + text_vote + self._image_weight(has_image) * beside_text
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         text_only = price_vote + text_vote
         loss = loss + self.aux_weight * F.cross_entropy(
@@ -280,8 +282,8 @@ class CombinedClassifier(nn.Module):
         )
         photo = has_image > 0
         if photo.any():
-            missing = torch.zeros_like(extra[:1])
-            missing[0, -1] = 1.0  # a photo-only query has no price: PriceScaler's flag
+            # A photo-only query has no price.
+            missing = torch.from_numpy(PriceScaler.missing(1))
             photo_only = alone[photo] + self.price_head(missing)
             # Summed over the photo rows, divided by the batch: each row weighs the same.
             loss = loss + self.aux_weight * F.cross_entropy(

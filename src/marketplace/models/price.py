@@ -23,6 +23,11 @@ class PriceScaler:
             return cls(0.0, 1.0)
         return cls(float(logs.mean()), float(logs.std() or 1.0))
 
+    @staticmethod
+    def missing(n: int) -> np.ndarray:
+        """``[n, 2]`` rows of listings without a price (what a photo-only query brings)."""
+        return PriceScaler(0.0, 1.0).transform([None] * n)
+
     def transform(self, prices: Sequence[float | None]) -> np.ndarray:
         """``[N, 2]``: standardised log price (0 when missing), and a missing flag."""
         out = np.zeros((len(prices), 2), dtype=np.float32)

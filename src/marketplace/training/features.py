@@ -217,8 +217,7 @@ def query_views(model_kind: str, part: SplitData) -> dict[str, SplitData]:
         return {"text": part}
     tfidf, image, has_image, text, extra, has_text = part.inputs
     photo = torch.nonzero(has_image > 0).flatten()
-    missing_price = torch.zeros_like(extra[photo])
-    missing_price[:, 1] = 1.0  # PriceScaler's missing flag
+    missing_price = torch.from_numpy(PriceScaler.missing(len(photo)))
     labels, ids = part.labels, part.ids
     return {
         "image": SplitData(
@@ -251,6 +250,8 @@ def query_views(model_kind: str, part: SplitData) -> dict[str, SplitData]:
 
 def concat_views(views: Sequence[SplitData]) -> SplitData:
     """Row-wise concatenation of views of one model's inputs (sparse rows stacked)."""
+    if len(views) == 1:
+        return views[0]
     inputs = []
     for column in zip(*(v.inputs for v in views), strict=True):
         if isinstance(column[0], torch.Tensor):

@@ -81,9 +81,11 @@ def evaluate_by_kind(
         views = query_views(model_kind, part)
         calibrated = {}
         for query, view in views.items():
-            logits = predict_logits(model, view.inputs, 64 if inputs_of else 1024)
-            if not len(view.labels):
-                logits = torch.zeros(0, n_classes)
+            logits = (
+                predict_logits(model, view.inputs, 64 if inputs_of else 1024)
+                if len(view.labels)
+                else torch.zeros(0, n_classes)
+            )
             if name == "val":
                 calibration[query] = round(fit_temperature(logits, view.labels), 6)
             probs = (logits / calibration[query]).softmax(dim=1).numpy()
