@@ -275,25 +275,8 @@ class ProductIndex:
         exclude: int | None = None,
     ) -> list[tuple[int, float]]:
         """Top ``k`` ``(position, score)`` among products allowed by ``mask``, best first."""
-        if mask is not None and exclude is not None:
-            mask = mask.copy()
-            mask[exclude] = False
-        if mask is not None:
-            allowed = np.flatnonzero(mask)
-            if len(allowed) == 0:
-                return []
-            params = self._search_parameters(faiss.IDSelectorBatch(allowed.astype(np.int64)))
-        else:
-            params = self._params
-        extra = 1 if exclude is not None and mask is None else 0
-        want = min(k + extra, len(self))
-        scores, positions = self.index.search(query.reshape(1, -1), want, params=params)
-        hits = [
-            (int(p), float(s))
-            for p, s in zip(positions[0], scores[0], strict=True)
-            if p >= 0 and p != exclude
-        ]
-        return hits[:k]
+        skip = None if exclude is None else [exclude]
+        return self.search_many(query.reshape(1, -1), k, mask=mask, exclude=skip)[0]
 
     def search_many(
         self,
