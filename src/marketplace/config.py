@@ -228,6 +228,17 @@ class PromoteParams(Section):
     require_index: bool  # refuse versions without a FAISS index (the serving model needs one)
 
 
+class ComputeParams(Section):
+    """Where the heavy stages run (``marketplace.compute``): ``local``, in the stage's own
+    process, or ``ray``, on the cluster ``RAY_ADDRESS`` names (unset: a local Ray). Either
+    way a stage writes the same files, so this is not a DVC param of any stage."""
+
+    backend: Literal["local", "ray"]
+    batch_size: int = Field(ge=1)  # items per Ray Data batch (one call of an actor)
+    concurrency: int = Field(ge=1)  # Ray actors, one model each (or neighbour-list shards)
+    cpus_per_worker: int = Field(ge=1)  # CPUs (and torch threads) each actor reserves
+
+
 class Params(Section):
     """The whole of ``params.yaml``."""
 
@@ -242,6 +253,7 @@ class Params(Section):
     registry: RegistryParams
     index: IndexParams
     promote: PromoteParams
+    compute: ComputeParams
 
 
 def _problem(error: dict[str, Any]) -> str:

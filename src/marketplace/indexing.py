@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from marketplace.compute import Runner
 from marketplace.errors import StageError
 from marketplace.index import (
     INDEX_FORMAT,
@@ -167,6 +168,7 @@ def index_catalogue(
     model_version: str,
     package_sha: str,
     tune_ids: Sequence[str] = (),
+    runner: Runner | None = None,
 ) -> tuple[ProductIndex, dict[str, float]]:
     """The index of a catalogue (``training.features.products_table``) from cached embeddings.
 
@@ -174,7 +176,8 @@ def index_catalogue(
     the cached vectors are what the registered encoder would produce; only the model's
     branch layers run here. The photo-and-text weight is chosen on ``tune_ids`` (the
     validation products; the first of ``params.text_weights`` without them) and the "more
-    like this" lists are precomputed. Returns the index and the tuning figures.
+    like this" lists are precomputed (in shards on Ray with a ``runner``). Returns the
+    index and the tuning figures.
     """
     check_encoder(text_embeddings.spec, package.text_spec, "text")
     check_encoder(image_embeddings.spec, package.image_spec, "image")
@@ -198,7 +201,7 @@ def index_catalogue(
     )
     index, tuning = tune_text_weight(index, tune_ids, params.eval_k, params.text_weights)
     if params.neighbours:
-        index = index.precompute_neighbours(params.neighbours)
+        index = index.precompute_neighbours(params.neighbours, runner)
     return index, tuning
 
 
