@@ -164,7 +164,7 @@ class ProductIndex:
             {k: (None if pd.isna(v) else v) for k, v in row.items()}
             for row in self.products[list(RECORD_COLUMNS)].to_dict("records")
         ]
-        if meta.factory.startswith("IVF"):
+        if "IVF" in meta.factory:
             faiss.extract_index_ivf(index).make_direct_map()  # for reconstruct()
         self._params = self._search_parameters(None)
 
@@ -257,7 +257,7 @@ class ProductIndex:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, index=faiss.deserialize_index(state["index"]))
-        if self.meta.factory.startswith("IVF"):
+        if "IVF" in self.meta.factory:
             faiss.extract_index_ivf(self.index).make_direct_map()
         self._params = self._search_parameters(None)
 
@@ -270,7 +270,7 @@ class ProductIndex:
 
     def _search_parameters(self, selector: faiss.IDSelector | None) -> Any:
         factory = self.meta.factory
-        if factory.startswith("IVF"):
+        if "IVF" in factory:
             return faiss.SearchParametersIVF(sel=selector, nprobe=self.meta.nprobe)
         if factory.startswith("HNSW"):
             return faiss.SearchParametersHNSW(sel=selector, efSearch=self.meta.ef_search)

@@ -30,24 +30,29 @@ from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.query import QUERY_KINDS
 from marketplace.training.features import product_image_vectors
 
+TRAIN_SAMPLE = 65_536  # vectors k-means / PQ train on (faiss itself uses <= 256 a centroid)
+ADD_BATCH = 65_536  # vectors added at a time: bounded memory for the encoding of each batch
+
 
 def build_faiss(
     vectors: np.ndarray, factory: str, *, ef_construction: int = 80, seed: int = 0
 ) -> faiss.Index:
-    """An inner-product index of ``vectors`` from a factory string, trained if it needs it."""
+    """An inner-product index of ``vectors`` from a factory string; one that needs training
+    (IVF, PQ, OPQ) is trained on a seeded sample of them, then filled in batches."""
     n, dim = vectors.shape
-    if factory.startswith("IVF"):
-        nlist = int(factory[3:].split(",")[0])
-        if nlist > n:  # k-means needs at least one point per list
-            raise ValueError(f"index.factory {factory}: {nlist} lists for only {n} vectors")
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if factory.startswith("HNSW"):
         index.hnsw.efConstruction = ef_construction
     if not index.is_trained:
         ivf = faiss.extract_index_ivf(index)
+        if ivf.nlist > n:  # k-means needs at least one point per list
+            raise ValueError(f"index.factory {factory}: {ivf.nlist} lists for only {n} vectors")
         ivf.cp.seed = seed
-        index.train(vectors)
-    index.add(vectors)
+        size = max(TRAIN_SAMPLE, 64 * ivf.nlist)
+        sample = np.random.default_rng(seed).choice(n, size, replace=False) if n > size else None
+        index.train(vectors if sample is None else vectors[np.sort(sample)])
+    for start in range(0, n, ADD_BATCH):
+        index.add(vectors[start : start + ADD_BATCH])
     return index
 
 

@@ -7,6 +7,7 @@ and the index's neighbour lists computed on it equal the in-process path.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image, ImageDraw
 
 from marketplace.config import load_params
 from marketplace.models.embedding import EmbeddingSet, embed_catalogue_images, embed_catalogue_texts
 from marketplace.ray_compute import runner
+from marketplace.training.distributed import fit_data_parallel
+from marketplace.training.loop import FitConfig, fit
 from tests.helpers import PROJECT_ROOT, ray_cluster
 from tests.unit.test_index import _index
 
@@ -94,3 +98,25 @@ def test_neighbour_lists_in_shards_on_ray_equal_the_local_ones(
     assert remote.meta == local.meta
     for position in range(len(index)):
         assert remote.neighbours(position, 5) == local.neighbours(position, 5)
+
+
+def test_fit_on_two_ray_train_workers_equals_one_process(
+    cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key, value in cluster.items():
+        monkeypatch.setenv(key, value)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(160, 8)).astype(np.float32))
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    train, val = ([x[:128]], y[:128]), ([x[128:]], y[128:])
+    config = FitConfig(lr=0.05, weight_decay=0.0, epochs=2, patience=2, batch_size=32, seed=0)
+    make_model = functools.partial(torch.nn.Linear, 8, 3)
+    torch.manual_seed(config.seed)
+    alone = make_model()
+    expected = fit(alone, train, val, config)
+    state, result = fit_data_parallel(make_model, train, val, config, RAY, tmp_path / "train")
+    assert [r["val_accuracy"] for r in result.history] == [
+        r["val_accuracy"] for r in expected.history
+    ]
+    for name, tensor in alone.state_dict().items():
+        torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=1e-4)
