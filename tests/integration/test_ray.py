@@ -1,13 +1,15 @@
 """The Ray path (``compute.backend: ray``) on a real two-node Ray cluster on this machine.
 
 One cluster for the module (a head and a second node, one CPU each, own temp dirs and
-HOME; every process killed by PID afterwards), a few photos and texts: the embed stages
-and the index's neighbour lists computed on it equal the in-process path.
+HOME; every process killed by PID afterwards), a few photos and texts: the clean and
+embed stages and the index's neighbour lists computed on it equal the in-process path,
+and ``fit`` on two Ray Train workers (DDP) equals one process.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from marketplace.config import load_params
+from marketplace.data.images import clean_export_images
 from marketplace.models.embedding import EmbeddingSet, embed_catalogue_images, embed_catalogue_texts
 from marketplace.ray_compute import runner
 from marketplace.training.distributed import fit_data_parallel
@@ -39,20 +42,40 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         yield env
 
 
-def _photos(folder: Path, n: int) -> Path:
-    folder.mkdir()
+def _export(folder: Path, n: int) -> Path:
+    """A tiny export: ``n`` photos of varied sizes, one image row without a file, one corrupt."""
+    (folder / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for i in range(n):
-        image = Image.new("RGB", (512, 512), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    rows = [",id,product_id,bucket_link,image_ref,create_time"]
+    for i in range(n + 2):
+        rows.append(f"{i},img{i:02d},p{i},link,ref,2022-02-26")
+        if i == n:  # no file for this row
+            continue
+        if i == n + 1:
+            (folder / "images" / f"img{i:02d}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+            continue
+        size = (int(rng.integers(200, 700)), int(rng.integers(200, 700)))
+        image = Image.new("RGB", size, tuple(int(c) for c in rng.integers(0, 256, 3)))
         draw = ImageDraw.Draw(image)
-        for x, y, size in rng.integers(20, 400, (4, 3)):
-            draw.ellipse([x, y, x + size // 3, y + size // 4], fill=(int(x) % 256, 90, 200))
-        image.save(folder / f"img{i:02d}.jpg", quality=90)
+        for x, y, r in rng.integers(20, 200, (4, 3)):
+            draw.ellipse([x, y, x + r // 2, y + r // 3], fill=(int(x) % 256, 90, 200))
+        image.save(folder / "images" / f"img{i:02d}.jpg", quality=90)
+    (folder / "Images.csv").write_text("\n".join(rows) + "\n")
     return folder
 
 
-def test_embed_stages_on_ray_equal_the_local_path(cluster: dict[str, str], tmp_path: Path) -> None:
-    photos = _photos(tmp_path / "images", 7)
+def _stage(stage: str, args: list[str], tmp_path: Path, env: dict[str, str]) -> None:
+    """A stage as DVC runs it (``python -m pipeline.<stage>``), against the cluster."""
+    command = [sys.executable, "-m", f"pipeline.{stage}", *args, "--no-progress"]
+    command += ["--metrics", str(tmp_path / f"{stage}.json"), "--params", str(tmp_path / "p.yaml")]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+
+
+def test_clean_and_embed_stages_on_ray_equal_the_local_path(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    export = _export(tmp_path / "export", 7)
     listings = pd.DataFrame(
         {
             "product_id": [f"p{i}" for i in (3, 1, 4, 1, 5, 9, 2, 6)],
@@ -63,25 +86,33 @@ def test_embed_stages_on_ray_equal_the_local_path(cluster: dict[str, str], tmp_p
     listings.to_parquet(tmp_path / "listings.parquet")
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["compute"] = RAY.model_dump()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage, args in [
-        ("embed_images", ["--images", str(photos)]),
-        ("embed_text", ["--listings", str(tmp_path / "listings.parquet")]),
-    ]:  # the stages themselves, as DVC runs them, against the cluster
-        out = tmp_path / f"{stage}.npz"
-        command = [sys.executable, "-m", f"pipeline.{stage}", *args, "--out", str(out)]
-        command += ["--metrics", str(tmp_path / f"{stage}.json"), "--no-progress"]
-        command += ["--params", str(tmp_path / "params.yaml")]
-        done = subprocess.run(command, cwd=PROJECT_ROOT, env=cluster, capture_output=True)
-        assert done.returncode == 0, done.stderr.decode()[-3000:]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    canvases, report = tmp_path / "canvases", tmp_path / "report.csv"
+    _stage("clean_images", ["--data", str(export), "--out", str(canvases), "--report",
+                            str(report)], tmp_path, cluster)  # fmt: skip
+    out = {stage: tmp_path / f"{stage}.npz" for stage in ("embed_images", "embed_text")}
+    _stage("embed_images", ["--images", str(canvases), "--out", str(out["embed_images"])],
+           tmp_path, cluster)  # fmt: skip
+    _stage("embed_text", ["--listings", str(tmp_path / "listings.parquet"), "--out",
+                          str(out["embed_text"])], tmp_path, cluster)  # fmt: skip
+
+    local_canvases = tmp_path / "local"
+    local_report, _ = clean_export_images(export, local_canvases, size=512, jpeg_quality=90,
+                                          workers=1, progress=False)  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(report, keep_default_na=False),
+                                  pd.read_csv(io.StringIO(local_report.to_csv(index=False)),
+                                              keep_default_na=False))  # fmt: skip
+    assert sorted(p.name for p in canvases.iterdir()) == [f"img{i:02d}.jpg" for i in range(7)]
+    for path in canvases.iterdir():  # the same canvases, to the byte
+        assert path.read_bytes() == (local_canvases / path.name).read_bytes()
     local = {
         "embed_images": embed_catalogue_images(
-            photos, PARAMS.embed_images, canvas_size=PARAMS.clean_images.size, progress=False
+            canvases, PARAMS.embed_images, canvas_size=PARAMS.clean_images.size, progress=False
         ),
         "embed_text": embed_catalogue_texts(listings, PARAMS.embed_text, progress=False),
     }
     for stage, expected in local.items():
-        got = EmbeddingSet.load(tmp_path / f"{stage}.npz")
+        got = EmbeddingSet.load(out[stage])
         assert got.ids.tolist() == expected.ids.tolist()  # same ids, same order
         assert got.spec == expected.spec
         np.testing.assert_allclose(got.vectors, expected.vectors, atol=1e-4, rtol=0)
