@@ -127,8 +127,11 @@ def test_neighbour_lists_in_shards_on_ray_equal_the_local_ones(
     local = index.precompute_neighbours(5)
     remote = index.precompute_neighbours(5, runner(RAY.model_copy(update={"batch_size": 7})))
     assert remote.meta == local.meta
-    for position in range(len(index)):
-        assert remote.neighbours(position, 5) == local.neighbours(position, 5)
+    for position in range(len(index)):  # the same lists; near-ties may swap (float noise)
+        got, want = remote.neighbours(position, 5), local.neighbours(position, 5)
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+        cut = want[-1][1] + 1e-5
+        assert {p for p, s in got if s > cut} == {p for p, s in want if s > cut}
 
 
 def test_fit_on_two_ray_train_workers_equals_one_process(
