@@ -75,6 +75,8 @@ bench: venv ## Benchmarks on the real data (../shared/data/marketplace); see BEN
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_serving.py
 	$(PY) bench/bench_faiss.py
+	$(PY) bench/bench_scale.py faiss
+	$(PY) bench/bench_scale.py embed
 
 serve: venv ## The API on http://127.0.0.1:8000 (models:/marketplace-combined@production)
 	$(PY) -m serving --host 127.0.0.1 --port 8000

@@ -16,6 +16,7 @@ from marketplace.cli import exit_process, log_problems, run
 from marketplace.config import load_params
 from marketplace.data.images import clean_export_images
 from marketplace.io import write_csv, write_json
+from marketplace.ray_compute import runner
 
 log = logging.getLogger("pipeline.clean_images")
 
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        params = load_params(args.params).clean_images
+        all_params = load_params(args.params)
+        params = all_params.clean_images
         started = time.perf_counter()
         report, metrics = clean_export_images(
             args.data,
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             jpeg_quality=params.jpeg_quality,
             workers=params.workers,
             progress=not args.no_progress,
+            runner=runner(all_params.compute),
         )
         elapsed = time.perf_counter() - started
         write_json(args.metrics, metrics)

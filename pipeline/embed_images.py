@@ -15,6 +15,7 @@ from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.io import write_json
 from marketplace.models.embedding import embed_catalogue_images
+from marketplace.ray_compute import runner
 
 log = logging.getLogger("pipeline.embed_images")
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             params.embed_images,
             canvas_size=params.clean_images.size,
             progress=not args.no_progress,
+            runner=runner(params.compute),
         )
         seconds = time.perf_counter() - started
         embeddings.save(args.out)

@@ -14,6 +14,7 @@ from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.io import write_json
 from marketplace.models.embedding import embed_catalogue_texts
+from marketplace.ray_compute import runner
 
 log = logging.getLogger("pipeline.embed_text")
 
@@ -28,10 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        params = load_params(args.params).embed_text
+        all_params = load_params(args.params)
+        params = all_params.embed_text
         listings = pd.read_parquet(args.listings, columns=["product_id", "title", "description"])
         started = time.perf_counter()
-        embeddings = embed_catalogue_texts(listings, params, progress=not args.no_progress)
+        embeddings = embed_catalogue_texts(
+            listings, params, progress=not args.no_progress, runner=runner(all_params.compute)
+        )
         seconds = time.perf_counter() - started
         embeddings.save(args.out)
         write_json(args.metrics, {"products": len(embeddings.ids), "dim": embeddings.dim})

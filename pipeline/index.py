@@ -26,6 +26,7 @@ from marketplace.indexing import evaluate_index, index_catalogue
 from marketplace.io import write_json
 from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.embedding import EmbeddingSet
+from marketplace.ray_compute import runner
 from marketplace.registry import INDEX_TAG, attach_index, find_version
 from marketplace.thumbnails import ThumbnailSet, thumbnail_metrics
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             model_version=version.version,
             package_sha=sha,
             tune_ids=split["val"],
+            runner=runner(params.compute),
         )
         index.save(paths.INDEX_DIR)
         # Listing photos for the search page (GET /products/{id}/image), in the index folder.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -114,3 +115,74 @@ def running_api(
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@contextlib.contextmanager
+def ray_cluster(root: Path, nodes: int = 2, cpus_per_node: int = 1) -> Iterator[dict[str, str]]:
+    """A real Ray cluster on this machine: a head and ``nodes - 1`` more nodes, each with its
+    own temp dir under ``root`` and HOME ``root/home`` (the head writes its auth token under
+    ``~/.ray``). Yields the environment a driver needs (``RAY_ADDRESS``, token auth, HOME);
+    afterwards every process the nodes started is killed by PID (SIGTERM, then SIGKILL:
+    gcs_server and raylet ignore SIGTERM). Never ``ray stop``: it stops every Ray here.
+    """
+    import psutil
+
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(32)
+    env = {**venv_env(), "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    address = f"127.0.0.1:{free_port()}"
+    ray = str(Path(sys.executable).parent / "ray")
+    common = ["--num-cpus", str(cpus_per_node), "--node-ip-address", "127.0.0.1", "--block"]
+    common += ["--disable-usage-stats", "--object-store-memory", str(200 * 2**20)]
+    starters: list[subprocess.Popen[bytes]] = []
+    try:
+        for node in range(nodes):
+            where = (
+                ["--head", "--port", address.split(":")[1], "--include-dashboard", "false"]
+                if node == 0
+                else ["--address", address]
+            )
+            temp = root / f"node{node}"  # Ray's socket paths must stay short
+            starters.append(
+                subprocess.Popen(
+                    [ray, "start", *where, "--temp-dir", str(temp), *common],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            _wait_for_nodes(env, address, node + 1)
+        yield {**env, "RAY_ADDRESS": address}
+    finally:
+        processes = []
+        for starter in starters:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                parent = psutil.Process(starter.pid)
+                processes += [parent, *parent.children(recursive=True)]
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.terminate()
+        _, alive = psutil.wait_procs(processes, timeout=5)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=10)
+
+
+def _wait_for_nodes(env: dict[str, str], address: str, count: int, timeout: float = 120) -> None:
+    """Until the cluster at ``address`` has ``count`` live nodes (asked from a subprocess)."""
+    probe = (
+        f"import ray; ray.init(address={address!r}, log_to_driver=False);"
+        "print(sum(n['Alive'] for n in ray.nodes()))"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+        )
+        if result.returncode == 0 and result.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the Ray cluster at {address} has not {count} nodes: {result.stderr}")

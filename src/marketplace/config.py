@@ -32,7 +32,14 @@ DEFAULT_PARAMS_PATH = Path("params.yaml")
 # Kept here (not imported from marketplace.models) so reading params never imports torch;
 # tests/unit/test_encoders.py checks it names exactly the registered backbones.
 ImageEncoderName = Literal["efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet18"]
-IndexFactory = Annotated[str, Field(pattern=r"^(Flat|IVF[1-9][0-9]*,Flat|HNSW[1-9][0-9]*)$")]
+_N = "[1-9][0-9]*"
+# Flat | HNSW<M> | [OPQ<m>[_<d>],]IVF<nlist>,<Flat | SQ8 | SQ4 | SQfp16 | PQ<m>[x<bits>]>
+IndexFactory = Annotated[
+    str,
+    Field(
+        pattern=rf"^(Flat|HNSW{_N}|(OPQ{_N}(_{_N})?,)?IVF{_N},(Flat|SQ8|SQ4|SQfp16|PQ{_N}(x{_N})?))$"
+    ),
+]
 Fraction = Annotated[float, Field(ge=0, lt=1)]  # in [0, 1)
 
 
@@ -192,7 +199,9 @@ class RegistryParams(Section):
 class IndexParams(Section):
     """Tunables of the ``index`` stage (FAISS similar-products index)."""
 
-    # FAISS factory string: "Flat" (exact), "IVF<nlist>,Flat" or "HNSW<M>"; inner product.
+    # FAISS factory string, inner product: "Flat" (exact), "HNSW<M>", "IVF<nlist>,Flat", or
+    # compressed for millions of products: "IVF<nlist>,SQ8" (1 byte a dimension),
+    # "IVF<nlist>,PQ<m>", "OPQ<m>,IVF<nlist>,PQ<m>" (m bytes a vector); BENCHMARKS.md compares.
     factory: IndexFactory
     nprobe: int = Field(ge=1)  # IVF: inverted lists visited per query
     ef_search: int = Field(ge=1)  # HNSW: candidate list size per query
@@ -228,6 +237,17 @@ class PromoteParams(Section):
     require_index: bool  # refuse versions without a FAISS index (the serving model needs one)
 
 
+class ComputeParams(Section):
+    """Where the heavy stages run (``marketplace.compute``): ``local``, in the stage's own
+    process, or ``ray``, on the cluster ``RAY_ADDRESS`` names (unset: a local Ray). Either
+    way a stage writes the same files, so this is not a DVC param of any stage."""
+
+    backend: Literal["local", "ray"]
+    batch_size: int = Field(ge=1)  # items per Ray Data batch (one call of an actor)
+    concurrency: int = Field(ge=1)  # Ray actors, one model each (or neighbour-list shards)
+    cpus_per_worker: int = Field(ge=1)  # CPUs (and torch threads) each actor reserves
+
+
 class Params(Section):
     """The whole of ``params.yaml``."""
 
@@ -242,6 +262,7 @@ class Params(Section):
     registry: RegistryParams
     index: IndexParams
     promote: PromoteParams
+    compute: ComputeParams
 
 
 def _problem(error: dict[str, Any]) -> str:

@@ -28,9 +28,10 @@ package that built it; ``ProductIndex.load`` refuses it for any other model.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from marketplace.compute import Runner, run_batches
 from marketplace.io import write_npz
 from marketplace.models.classifier import CONFIG_FILE, WEIGHTS_FILE, ClassifierPackage
 
@@ -62,6 +64,13 @@ def package_sha256(folder: Path) -> str:
         digest.update(name.encode())
         digest.update((folder / name).read_bytes())
     return digest.hexdigest()
+
+
+def _neighbour_search(
+    index: ProductIndex, k: int, *, progress: bool = False
+) -> Callable[[list[int]], dict[str, np.ndarray]]:
+    """``make`` of the neighbour lists (``marketplace.compute``): rows -> top ``k``."""
+    return functools.partial(index.neighbour_rows, k)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -155,7 +164,7 @@ class ProductIndex:
             {k: (None if pd.isna(v) else v) for k, v in row.items()}
             for row in self.products[list(RECORD_COLUMNS)].to_dict("records")
         ]
-        if meta.factory.startswith("IVF"):
+        if "IVF" in meta.factory:
             faiss.extract_index_ivf(index).make_direct_map()  # for reconstruct()
         self._params = self._search_parameters(None)
 
@@ -208,26 +217,49 @@ class ProductIndex:
         variant._params = variant._search_parameters(None)
         return variant
 
-    def precompute_neighbours(self, k: int, batch: int = 2048) -> ProductIndex:
+    def precompute_neighbours(self, k: int, runner: Runner | None = None) -> ProductIndex:
         """This index with every product's top ``k`` "more like this" list (itself excluded).
 
-        One batched search over all products (FAISS uses a matrix product for a batch), so
-        the API's most frequent query becomes an array read.
+        Batched searches over all products (FAISS uses a matrix product for a batch), so
+        the API's most frequent query becomes an array read; in shards on Ray with a
+        ``runner`` (``marketplace.ray_compute``), each worker holding a copy of the index.
         """
-        n = len(self)
-        k = min(k, n - 1)
-        positions = np.full((n, k), -1, dtype=np.int32)
-        scores = np.zeros((n, k), dtype=np.float32)
-        for start in range(0, n, batch):
-            rows = np.arange(start, min(start + batch, n))
-            queries = self._product_queries(self.index.reconstruct_n(start, len(rows)), rows)
+        k = min(k, len(self) - 1)
+        make = functools.partial(_neighbour_search, self, k)
+        found = run_batches(make, range(len(self)), runner, progress=False)
+        return self._variant(
+            replace(self.meta, neighbours=k), (found["positions"], found["scores"])
+        )
+
+    def neighbour_rows(
+        self, k: int, rows: Sequence[int], batch: int = 2048
+    ) -> dict[str, np.ndarray]:
+        """The top ``k`` neighbours of the products at ``rows``: ``positions`` (-1 where
+        fewer) and ``scores``, ``[len(rows), k]`` each (the per-batch function of the above)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        positions = np.full((len(rows), k), -1, dtype=np.int32)
+        scores = np.zeros((len(rows), k), dtype=np.float32)
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            queries = self._product_queries(self.index.reconstruct_batch(chunk), chunk)
             found_scores, found = self.index.search(queries, k + 1, params=self._params)
-            for row, (hit, score) in enumerate(zip(found, found_scores, strict=True)):
+            for row, (hit, score) in enumerate(zip(found, found_scores, strict=True), start):
                 keep = (hit >= 0) & (hit != rows[row])  # drop the product itself
                 hit, score = hit[keep][:k], score[keep][:k]
-                positions[rows[row], : len(hit)] = hit
-                scores[rows[row], : len(hit)] = score
-        return self._variant(replace(self.meta, neighbours=k), (positions, scores))
+                positions[row, : len(hit)] = hit
+                scores[row, : len(hit)] = score
+        return {"positions": positions, "scores": scores}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (for Ray workers): the FAISS index as its serialised bytes."""
+        state = {k: v for k, v in self.__dict__.items() if k != "_params"}
+        return {**state, "index": faiss.serialize_index(self.index)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, index=faiss.deserialize_index(state["index"]))
+        if "IVF" in self.meta.factory:
+            faiss.extract_index_ivf(self.index).make_direct_map()
+        self._params = self._search_parameters(None)
 
     def neighbours(self, position: int, k: int) -> list[tuple[int, float]] | None:
         """The precomputed top ``k`` of a product, or ``None`` if not precomputed that deep."""
@@ -238,7 +270,7 @@ class ProductIndex:
 
     def _search_parameters(self, selector: faiss.IDSelector | None) -> Any:
         factory = self.meta.factory
-        if factory.startswith("IVF"):
+        if "IVF" in factory:
             return faiss.SearchParametersIVF(sel=selector, nprobe=self.meta.nprobe)
         if factory.startswith("HNSW"):
             return faiss.SearchParametersHNSW(sel=selector, efSearch=self.meta.ef_search)

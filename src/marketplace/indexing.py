@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from marketplace.compute import Runner
 from marketplace.errors import StageError
 from marketplace.index import (
     INDEX_FORMAT,
@@ -29,24 +30,29 @@ from marketplace.models.classifier import ClassifierPackage
 from marketplace.models.query import QUERY_KINDS
 from marketplace.training.features import product_image_vectors
 
+TRAIN_SAMPLE = 65_536  # vectors k-means / PQ train on (faiss itself uses <= 256 a centroid)
+ADD_BATCH = 65_536  # vectors added at a time: bounded memory for the encoding of each batch
+
 
 def build_faiss(
     vectors: np.ndarray, factory: str, *, ef_construction: int = 80, seed: int = 0
 ) -> faiss.Index:
-    """An inner-product index of ``vectors`` from a factory string, trained if it needs it."""
+    """An inner-product index of ``vectors`` from a factory string; one that needs training
+    (IVF, PQ, OPQ) is trained on a seeded sample of them, then filled in batches."""
     n, dim = vectors.shape
-    if factory.startswith("IVF"):
-        nlist = int(factory[3:].split(",")[0])
-        if nlist > n:  # k-means needs at least one point per list
-            raise ValueError(f"index.factory {factory}: {nlist} lists for only {n} vectors")
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if factory.startswith("HNSW"):
         index.hnsw.efConstruction = ef_construction
     if not index.is_trained:
         ivf = faiss.extract_index_ivf(index)
+        if ivf.nlist > n:  # k-means needs at least one point per list
+            raise ValueError(f"index.factory {factory}: {ivf.nlist} lists for only {n} vectors")
         ivf.cp.seed = seed
-        index.train(vectors)
-    index.add(vectors)
+        size = max(TRAIN_SAMPLE, 64 * ivf.nlist)
+        sample = np.random.default_rng(seed).choice(n, size, replace=False) if n > size else None
+        index.train(vectors if sample is None else vectors[np.sort(sample)])
+    for start in range(0, n, ADD_BATCH):
+        index.add(vectors[start : start + ADD_BATCH])
     return index
 
 
@@ -167,6 +173,7 @@ def index_catalogue(
     model_version: str,
     package_sha: str,
     tune_ids: Sequence[str] = (),
+    runner: Runner | None = None,
 ) -> tuple[ProductIndex, dict[str, float]]:
     """The index of a catalogue (``training.features.products_table``) from cached embeddings.
 
@@ -174,7 +181,8 @@ def index_catalogue(
     the cached vectors are what the registered encoder would produce; only the model's
     branch layers run here. The photo-and-text weight is chosen on ``tune_ids`` (the
     validation products; the first of ``params.text_weights`` without them) and the "more
-    like this" lists are precomputed. Returns the index and the tuning figures.
+    like this" lists are precomputed (in shards on Ray with a ``runner``). Returns the
+    index and the tuning figures.
     """
     check_encoder(text_embeddings.spec, package.text_spec, "text")
     check_encoder(image_embeddings.spec, package.image_spec, "image")
@@ -198,7 +206,7 @@ def index_catalogue(
     )
     index, tuning = tune_text_weight(index, tune_ids, params.eval_k, params.text_weights)
     if params.neighbours:
-        index = index.precompute_neighbours(params.neighbours)
+        index = index.precompute_neighbours(params.neighbours, runner)
     return index, tuning
 
 

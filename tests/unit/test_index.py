@@ -101,9 +101,11 @@ def test_filters_and_exclusion() -> None:
     assert index.search(query, 5, mask=index.allowed(category="nope")) == []
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8"])
+@pytest.mark.parametrize(
+    "factory", ["Flat", "IVF4,Flat", "HNSW8", "IVF4,SQ8", "IVF4,PQ8x4", "OPQ8,IVF4,PQ8x4"]
+)
 def test_every_factory_finds_the_same_category(factory: str) -> None:
-    index = _index(factory)
+    index = _index(factory, n=300 if factory.startswith("OPQ") else 60)  # OPQ: 256 codes
     precision, used = precision_at_k(index, list(range(60)), 5, "text")
     assert used == 60 and precision > 0.95
     precision, used = precision_at_k(index, list(range(60)), 5, "image")
@@ -127,7 +129,7 @@ def test_round_trip_and_refusing_another_model(tmp_path: Path) -> None:
         ProductIndex.load(tmp_path, package_sha="def")
 
 
-@pytest.mark.parametrize("factory", ["Flat", "HNSW8"])
+@pytest.mark.parametrize("factory", ["Flat", "HNSW8", "IVF4,SQ8"])
 def test_precomputed_neighbours_are_the_search_results(factory: str, tmp_path: Path) -> None:
     index = _index(factory).with_text_weight(0.6).precompute_neighbours(12)
     assert index.meta.neighbours == 12

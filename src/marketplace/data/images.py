@@ -14,15 +14,17 @@ import os
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from marketplace.compute import Runner, run_batches
 from marketplace.data.export import read_export_csv
 from marketplace.data.schema import IMAGE_COLUMNS, IMAGE_EXTENSIONS, IMAGES_DIR, IMAGES_FILE
 
@@ -184,6 +186,11 @@ def _clean_one(task: tuple[str, str | None, str, int, int]) -> ImageResult:
     return ImageResult(image_id, "ok", "", name, original.width, original.height, original.mode)
 
 
+def _cleaner(*, progress: bool = False) -> Callable[[list[Any]], list[ImageResult]]:
+    """The per-batch function of cleaning on Ray: ``_clean_one`` of each task."""
+    return lambda tasks: [_clean_one(tuple(task)) for task in tasks]
+
+
 def clean_image_files(
     image_ids: Iterable[str],
     images_dir: Path,
@@ -193,13 +200,15 @@ def clean_image_files(
     jpeg_quality: int,
     workers: int = 0,
     progress: bool = True,
+    runner: Runner | None = None,
 ) -> Iterator[ImageResult]:
     """Clean the photo of each image id into ``out_dir/<id>.jpg``, yielding one result each.
 
     Runs on ``workers`` processes (0 = one per core); decoding and resizing are CPU-bound
     and release the GIL only in part, so processes beat threads. Results come back in the
     order of ``image_ids``. Missing, corrupt and non-image files yield a result with the
-    reason instead of raising.
+    reason instead of raising. With a ``runner`` (``marketplace.ray_compute``) the same
+    ``_clean_one`` runs on Ray workers instead of ``workers`` processes.
     """
     ids = list(dict.fromkeys(image_ids))
     files = index_image_files(images_dir)
@@ -210,6 +219,10 @@ def clean_image_files(
     workers = workers or os.cpu_count() or 1
     bar = tqdm(total=len(tasks), desc="clean_images", unit="img", disable=not progress)
     with bar:
+        if runner is not None:
+            yield from run_batches(_cleaner, tasks, runner)
+            bar.update(len(tasks))
+            return
         if workers == 1:
             for task in tasks:
                 yield _clean_one(task)
@@ -246,6 +259,7 @@ def clean_export_images(
     jpeg_quality: int,
     workers: int = 0,
     progress: bool = True,
+    runner: Runner | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """Clean the photo of every image row of an export's ``Images.csv``.
 
@@ -261,7 +275,7 @@ def clean_export_images(
     results = list(
         clean_image_files(
             ids, images_dir, out_dir, size=size, jpeg_quality=jpeg_quality, workers=workers,
-            progress=progress,
+            progress=progress, runner=runner,
         )
     )
     report = results_frame(results)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from marketplace.compute import Runner, run_batches
 from marketplace.config import EmbedImagesParams, EmbedTextParams
 from marketplace.io import write_npz
 from marketplace.models.encoders import ImageEncoder, TextEncoder, image_backbone
@@ -200,40 +201,66 @@ def text_spec(params: EmbedTextParams, dim: int) -> dict[str, Any]:
     }
 
 
-def embed_catalogue_images(
-    images_dir: Path, params: EmbedImagesParams, *, canvas_size: int, progress: bool = True
-) -> EmbeddingSet:
-    """Embed every cleaned canvas in ``images_dir`` (``<image id>.jpg``), sorted by id."""
-    paths = sorted(images_dir.glob("*.jpg"))
-    encoder = ImageEncoder(params.encoder)
+def image_embedder(
+    params: EmbedImagesParams, canvas_size: int, *, progress: bool = True
+) -> Callable[[Sequence[str]], np.ndarray]:
+    """The per-batch function of ``embed_images`` (canvas paths -> vectors), one encoder."""
     spec = image_spec(params, canvas_size)
     preprocessing = ImagePreprocessing(
         canvas_size, params.image_size, tuple(spec["mean"]), tuple(spec["std"])
     )
-    vectors = embed_image_files(
-        encoder,
+    return functools.partial(
+        embed_image_files,
+        ImageEncoder(params.encoder),
         preprocessing,
-        paths,
         batch_size=params.batch_size,
         channels_last=params.channels_last,
         bf16=params.bf16,
         progress=progress,
     )
-    return EmbeddingSet(np.array([p.stem for p in paths]), vectors, spec)
+
+
+def embed_catalogue_images(
+    images_dir: Path,
+    params: EmbedImagesParams,
+    *,
+    canvas_size: int,
+    progress: bool = True,
+    runner: Runner | None = None,
+) -> EmbeddingSet:
+    """Embed every cleaned canvas in ``images_dir`` (``<image id>.jpg``), sorted by id;
+    in this process, or batch by batch with ``runner`` (``marketplace.compute``)."""
+    paths = sorted(images_dir.glob("*.jpg"))
+    make = functools.partial(image_embedder, params, canvas_size)
+    vectors = run_batches(make, [str(p) for p in paths], runner, progress=progress)
+    return EmbeddingSet(np.array([p.stem for p in paths]), vectors, image_spec(params, canvas_size))
+
+
+def text_embedder(
+    params: EmbedTextParams, *, progress: bool = True
+) -> Callable[[Sequence[str]], np.ndarray]:
+    """The per-batch function of ``embed_text`` (texts -> vectors), one encoder."""
+    encoder = TextEncoder(params.encoder, max_tokens=params.max_tokens)
+    return functools.partial(
+        embed_texts, encoder, batch_size=params.batch_size, bf16=params.bf16, progress=progress
+    )
 
 
 def embed_catalogue_texts(
-    products: pd.DataFrame, params: EmbedTextParams, *, progress: bool = True
+    products: pd.DataFrame,
+    params: EmbedTextParams,
+    *,
+    progress: bool = True,
+    runner: Runner | None = None,
 ) -> EmbeddingSet:
-    """Embed each product's ``listing_text`` (one row per product id, sorted by id)."""
+    """Embed each product's ``listing_text`` (one row per product id, sorted by id); in
+    this process, or batch by batch with ``runner`` (``marketplace.compute``)."""
     unique = products.drop_duplicates("product_id").sort_values("product_id")
     texts = [
         listing_text(t, d) for t, d in zip(unique["title"], unique["description"], strict=True)
     ]
-    encoder = TextEncoder(params.encoder, max_tokens=params.max_tokens)
-    vectors = embed_texts(
-        encoder, texts, batch_size=params.batch_size, bf16=params.bf16, progress=progress
-    )
+    make = functools.partial(text_embedder, params)
+    vectors = run_batches(make, texts, runner, progress=progress)
     return EmbeddingSet(
-        unique["product_id"].to_numpy(str), vectors, text_spec(params, encoder.embedding_dim)
+        unique["product_id"].to_numpy(str), vectors, text_spec(params, vectors.shape[1])
     )

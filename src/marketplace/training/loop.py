@@ -90,8 +90,20 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the best validation epoch's weights.
 
-    ``augment`` (training batches only) maps a batch's inputs to augmented inputs.
+    ``augment`` (training batches only) maps a batch's inputs to augmented inputs. Inside a
+    torch.distributed group (Ray Train workers: ``training.distributed``) this is
+    DDP: each of the N workers takes every N-th row of each batch and gradients are
+    averaged, so the steps are those of one process on the whole batch, up to float noise.
     """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (
+        (torch.distributed.get_rank(), torch.distributed.get_world_size())
+        if distributed
+        else (0, 1)
+    )
+    if world > 1 and hasattr(model, "training_loss"):
+        raise ValueError("a head with its own loss terms trains in one process only")
+    forward = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     (train_inputs, train_labels), (val_inputs, val_labels) = train, val
@@ -126,9 +138,10 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).numpy()
-        total_loss, correct = 0.0, 0
+        total_loss, correct, seen = 0.0, 0, 0
         for start in range(0, n, config.batch_size):
             rows = order[start : start + config.batch_size]
+            rows = rows[rank::world] if len(rows) >= world else rows  # every rank steps
             labels = train_labels[torch.from_numpy(rows)]
             batch = [x[rows] for x in train_inputs]
             if augment is not None:
@@ -136,7 +149,7 @@ def fit(
             if hasattr(model, "training_loss"):  # a head with its own terms (per-branch)
                 loss, logits = model.training_loss(batch, labels, config.label_smoothing)
             else:
-                logits = model(*batch)
+                logits = forward(*batch)
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             for optimiser in optimisers:
                 optimiser.zero_grad(set_to_none=True)
@@ -145,13 +158,14 @@ def fit(
                 optimiser.step()
             total_loss += loss.item() * len(rows)
             correct += int((logits.argmax(1) == labels).sum())
+            seen += len(rows)
         for scheduler in schedulers:
             scheduler.step()
         val_loss, val_accuracy = _evaluate(model, val_inputs, val_labels, config.eval_batch_size)
         record = {
             "epoch": float(epoch),
-            "train_loss": total_loss / max(n, 1),
-            "train_accuracy": correct / max(n, 1),
+            "train_loss": total_loss / max(seen, 1),  # this worker's rows
+            "train_accuracy": correct / max(seen, 1),
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
         }
