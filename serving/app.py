@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from marketplace.inference import Marketplace
 from serving.batching import PredictBatcher
+from serving.contract import publish
 from serving.observability import RegistryProbe, instrument
 from serving.routers import admin, health, images, model, page, predict, similar
 from serving.settings import Settings
@@ -107,6 +108,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    publish(app, settings)  # the OpenAPI schema with the real errors (serving/contract.py)
     metrics = instrument(app)  # GET /metrics and X-Request-ID (serving/observability.py)
     app.state.metrics = metrics
     for router in (health.router, model.router, predict.router, similar.router, admin.router):

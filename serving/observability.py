@@ -21,6 +21,7 @@ from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.concurrency import run_in_threadpool
@@ -108,6 +109,7 @@ def instrument(app: FastAPI) -> ServiceMetrics:
     ).instrument(app).expose(
         app,
         include_in_schema=True,
+        response_class=PlainTextResponse,
         tags=["operations"],
         summary="Prometheus metrics (text exposition format)",
     )
