@@ -43,6 +43,7 @@ class Remote:
     name: str
     listings: pd.DataFrame
     workdir: Path  # where the "pipeline" ran (the API never sees it)
+    inputs: tuple  # splits, image and text embeddings: what _register needs to train again
 
 
 @pytest.fixture(scope="package")
@@ -73,7 +74,7 @@ def remote(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
         images, texts = _embeddings(listings, images_dir)
         _register(workdir, listings, splits, images, texts, seed=0, index=True)
         mlflow.MlflowClient().set_registered_model_alias(MODEL, "production", "1")
-        yield Remote(stack, MODEL, listings, workdir)
+        yield Remote(stack, MODEL, listings, workdir, (splits, images, texts))
     finally:
         for key, value in saved.items():
             if value is None:

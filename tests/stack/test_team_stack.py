@@ -231,3 +231,24 @@ def test_concurrent_promotions_leave_one_consistent_history(stack: Stack) -> Non
     for line in outputs:
         assert line.startswith("promoted") or "in progress" in line, line
     assert not client.search_registered_models("name = 'race.production.lock'")  # released
+
+
+def test_s3_down_during_log_model_registers_nothing(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The artifact store fails mid-stage: a clear error, and no version without artifacts."""
+    from marketplace.errors import StageError
+    from tests.serving.conftest import _register
+
+    client = MlflowClient(remote.stack.tracking_uri)
+    before = {v.version for v in client.search_model_versions(f"name = '{remote.name}'")}
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail now, not in minutes
+    splits, images, texts = remote.inputs
+    remote.stack.stop_service("s3")
+    try:
+        with pytest.raises(StageError, match="no version of test-combined was registered"):
+            _register(remote.workdir, remote.listings, splits, images, texts, seed=7, index=False)
+    finally:
+        remote.stack.start("s3")
+    after = {v.version for v in client.search_model_versions(f"name = '{remote.name}'")}
+    assert after == before
