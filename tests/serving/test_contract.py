@@ -1,7 +1,7 @@
 """The API keeps its published contract: schemathesis against a real uvicorn.
 
-Every operation is generated from /openapi.json (coverage, fuzzing and stateful phases,
-valid and invalid requests) and every check runs: no 5xx, every answer documented with
+Every operation is generated from /openapi.json (valid and invalid requests) and every
+check runs: no 5xx, every answer documented with
 its status, content type and schema, valid requests accepted, invalid ones refused. The
 examples per operation are bounded to keep the suite's time; ``st run`` with a larger
 ``--max-examples`` is the same check, deeper. Hooks (tests/serving/schemathesis_hooks.py)
@@ -20,11 +20,12 @@ from tests.helpers import PROJECT_ROOT, running_api, venv_env
 from tests.serving.conftest import Registry
 
 TOKEN = "contract-token"
-# Bounded for the suite's time budget: coverage (every boundary and invalid value of each
-# field) and fuzzing, 5 examples per operation. The stateful phase (chains of calls) and
-# more examples are `st run` by hand: all phases at 25 took 140 s on two busy cores.
-PHASES = "coverage,fuzzing"
-EXAMPLES = 5
+# Bounded for the suite's time budget: the fuzzing phase, 10 examples per operation (valid
+# and invalid). The coverage phase (every boundary and invalid value of each field) and the
+# stateful one (chains of calls) are `st run` by hand: all four phases at 25 examples
+# (639 cases) passed, but took 140 s on two busy cores; coverage + fuzzing at 5, 66-226 s.
+PHASES = "fuzzing"
+EXAMPLES = 10
 
 
 def test_the_api_keeps_its_published_contract(registry: Registry) -> None:
