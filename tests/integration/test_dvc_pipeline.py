@@ -91,7 +91,8 @@ def test_push_to_s3_and_pull_into_a_second_clone_runs_nothing(repo: Path, tmp_pa
     try:
         stack.configure_dvc_remote(repo, prefix="pipeline")
         run(["dvc", "push", "-q"], repo)
-        (repo / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/mlruns/\n")
+        with (repo / ".gitignore").open("a") as ignore:  # beside DVC's own entries (/data)
+            ignore.write("/mlflow.db\n/mlartifacts/\n/mlruns/\n")
         run(["git", "add", "-A"], repo)
         identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
         run(["git", *identity, "commit", "-qm", "pipeline"], repo)
