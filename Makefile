@@ -103,3 +103,18 @@ lock: venv ## Re-freeze requirements.lock from the current .venv
 
 clean: ## Remove derived files (outputs/, reports/); keeps data/ and .venv
 	rm -rf outputs reports .pytest_cache .ruff_cache
+
+# --- The team stack (issue 13): PostgreSQL + S3 + mlflow server on 127.0.0.1, no Docker ---
+.PHONY: stack stack-down stack-status stack-dvc
+
+stack: venv ## Start PostgreSQL, an S3 server and mlflow server (state in .stack/); prints the URIs
+	$(PY) -m ops.stack up
+
+stack-down: venv ## Stop what `make stack` started (by the PIDs in .stack/stack.json)
+	$(PY) -m ops.stack down
+
+stack-status: venv ## Which stack services run, on which ports
+	$(PY) -m ops.stack status
+
+stack-dvc: venv ## Make the stack's S3 (bucket dvc) this clone's default DVC remote
+	$(PY) -m ops.stack dvc-remote

@@ -6,6 +6,8 @@ import argparse
 
 import uvicorn
 
+from serving.observability import log_config
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the production marketplace model.")
@@ -19,6 +21,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=log_config(args.log_level),
     )
 
 

@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 
 from marketplace.inference import Marketplace
 from serving.batching import PredictBatcher
+from serving.contract import publish
+from serving.observability import RegistryProbe, instrument
 from serving.routers import admin, health, images, model, page, predict, similar
 from serving.settings import Settings
 from serving.state import ModelHolder, poll_alias
@@ -43,8 +45,8 @@ def registry_loader(settings: Settings) -> tuple[Callable[[], Marketplace], Call
     return load, resolve
 
 
-def _configure(settings: Settings) -> None:
-    """Process-wide set-up, done in the lifespan (never at import)."""
+def _configure(settings: Settings) -> str:
+    """Process-wide set-up, done in the lifespan (never at import); returns the registry."""
     import faiss
     import mlflow
     import torch
@@ -58,6 +60,7 @@ def _configure(settings: Settings) -> None:
         torch.set_num_threads(settings.torch_threads)
     faiss.omp_set_num_threads(settings.faiss_threads)
     log.info("registry: %s, model: %s@%s", uri, settings.model_name, settings.model_alias)
+    return uri
 
 
 def create_app(
@@ -71,20 +74,23 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if loader is None:
-            _configure(settings)
+        uri = _configure(settings) if loader is None else None
+        probe = RegistryProbe(uri, metrics.registry_up)
+        app.state.registry_probe = probe
         load, resolve = registry_loader(settings)
-        holder = ModelHolder(loader or load)
+        holder = ModelHolder(loader or load, metrics)
         app.state.holder = holder
         app.state.batcher = PredictBatcher(
-            settings.predict_batch_size, settings.predict_batch_wait_ms
+            settings.predict_batch_size,
+            settings.predict_batch_wait_ms,
+            on_batch=metrics.batch_size.observe,
         )
         app.state.batcher.start()
         await holder.reload()
         poller = None
         if settings.poll_interval_s > 0:
             poller = asyncio.create_task(
-                poll_alias(holder, resolver or resolve, settings.poll_interval_s)
+                poll_alias(holder, resolver or resolve, settings.poll_interval_s, probe)
             )
         try:
             yield
@@ -102,6 +108,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    publish(app, settings)  # the OpenAPI schema with the real errors (serving/contract.py)
+    metrics = instrument(app)  # GET /metrics and X-Request-ID (serving/observability.py)
+    app.state.metrics = metrics
     for router in (health.router, model.router, predict.router, similar.router, admin.router):
         app.include_router(router)
     # The search page and listing photos (serving/routers/page.py, images.py).

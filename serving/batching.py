@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -35,8 +36,14 @@ class _Pending:
 class PredictBatcher:
     """Queue of predictions, answered in batches by one worker task."""
 
-    def __init__(self, max_size: int, max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        max_wait_ms: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.max_size = max_size
+        self._on_batch = on_batch  # told each forward pass's size (GET /metrics)
         self.max_wait_s = max_wait_ms / 1000
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -55,6 +62,8 @@ class PredictBatcher:
     async def predict(self, market: Marketplace, listing: Listing) -> Ranking:
         """The ranking of one listing, computed in whichever batch it joins."""
         if self.max_size <= 1 or self._worker is None:
+            if self._on_batch is not None:
+                self._on_batch(1)
             return (await run_in_threadpool(market.predict_many, [listing]))[0]
         future: asyncio.Future[Ranking] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(market, listing, future))
@@ -82,6 +91,8 @@ class PredictBatcher:
     async def _answer(self, market: Marketplace, pending: list[_Pending]) -> None:
         self.batches += 1
         self.listings += len(pending)
+        if self._on_batch is not None:
+            self._on_batch(len(pending))
         try:
             results = await run_in_threadpool(market.predict_many, [p.listing for p in pending])
         except Exception as exc:

@@ -75,6 +75,11 @@ class Health(BaseModel):
     status: str
     model_version: str | None = None
     detail: str | None = None
+    registry: str | None = Field(
+        None,
+        description="'reachable', or why the MLflow registry is not (the loaded model "
+        "keeps serving); absent where the service was not given a registry to probe",
+    )
 
 
 class ReloadResponse(BaseModel):

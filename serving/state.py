@@ -14,10 +14,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
 from marketplace.inference import Marketplace
+
+if TYPE_CHECKING:
+    from serving.observability import RegistryProbe, ServiceMetrics
 
 log = logging.getLogger("serving")
 
@@ -33,8 +37,11 @@ class ReloadOutcome:
 class ModelHolder:
     """Holds the current ``Marketplace``; ``reload`` loads a new one and swaps it in."""
 
-    def __init__(self, loader: Callable[[], Marketplace]) -> None:
+    def __init__(
+        self, loader: Callable[[], Marketplace], metrics: ServiceMetrics | None = None
+    ) -> None:
         self._loader = loader
+        self._metrics = metrics
         self._current: Marketplace | None = None
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
@@ -58,9 +65,14 @@ class ModelHolder:
             except Exception as exc:  # any failure: keep serving, say why
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("model load failed, still serving %s: %s", previous, self.last_error)
+                if self._metrics is not None:
+                    self._metrics.failed()
                 return ReloadOutcome(False, previous, previous, self.last_error)
             self._current = new  # the atomic swap
             self.last_error = None
+            if self._metrics is not None:
+                info = new.info
+                self._metrics.loaded(info.name, info.version, info.alias, info.index_size)
             log.info(
                 "serving %s version %s (was %s), loaded in %.2f s",
                 new.info.name,
@@ -71,10 +83,19 @@ class ModelHolder:
             return ReloadOutcome(True, new.info.version, previous, "loaded")
 
 
-async def poll_alias(holder: ModelHolder, resolve: Callable[[], str], interval_s: float) -> None:
+async def poll_alias(
+    holder: ModelHolder,
+    resolve: Callable[[], str],
+    interval_s: float,
+    probe: RegistryProbe | None = None,
+) -> None:
     """Every ``interval_s``, reload when the alias points to another version."""
     while True:
         await asyncio.sleep(interval_s)
+        if probe is not None and (problem := await probe.problem()):
+            # The client would retry a dead server for minutes; ask again next time.
+            log.warning("not polling the alias: %s", problem)
+            continue
         try:
             target = await run_in_threadpool(resolve)
         except Exception as exc:  # the registry is down: keep serving, try again later

@@ -9,12 +9,22 @@ only, photo + text: ``test_image_accuracy`` etc. beside ``test_accuracy``), unle
 ``rollback`` moves it back to the version it replaced. The alias history is kept on the
 registered model (tag ``<alias>.history``, oldest first), and each move is recorded as
 tags on the versions involved: when, what it replaced, the metrics compared.
+
+Promotions and rollbacks of one alias hold a lock while they read and write the alias
+and its history, so two at once cannot interleave (a read-modify-write race on the
+history): the lock is a registered model named ``<name>.<alias>.lock``, created on entry
+and deleted on exit. Creating a registered model is atomic in every MLflow store (the
+name is the table's key), so the second caller is refused with a clear message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +125,45 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+@contextlib.contextmanager
+def alias_lock(client: Any, name: str, alias: str) -> Iterator[None]:
+    """Hold the lock of ``name@alias`` (see the module's docstring) or refuse at once."""
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}.{alias}.lock"
+    holder = f"{socket.gethostname()} pid {os.getpid()}"
+    for attempt in range(3):
+        try:
+            client.create_registered_model(
+                lock,
+                tags={"holder": holder, "since": _now()},
+                description=f"held while a promotion or rollback of {name}@{alias} runs",
+            )
+            break
+        except MlflowException as exc:
+            # A create that collides with a lock released a moment later answers "does not
+            # exist" (MLflow's SQL store re-reads the existing row to word its error): the
+            # lock is free again, so try once more.
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" and attempt < 2:
+                continue
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            tags = client.get_registered_model(lock).tags
+        except MlflowException:  # released in between
+            tags = {}
+        raise PromotionRefusedError(
+            f"another promotion or rollback of {name}@{alias} is in progress "
+            f"({tags.get('holder', 'unknown holder')}, since {tags.get('since', '?')}); "
+            f"nothing was changed, retry when it has finished. If that process is gone, "
+            f"delete the registered model {lock!r} and retry."
+        ) from None
+    try:
+        yield
+    finally:
+        client.delete_registered_model(lock)
+
+
 def _history_tag(alias: str) -> str:
     return f"{alias}.history"
 
@@ -150,6 +199,19 @@ def promote(
     *,
     force: bool = False,
 ) -> PromotionResult:
+    """``_promote`` under the alias's lock (a concurrent promotion is refused)."""
+    with alias_lock(client, name, params.alias):
+        return _promote(client, name, version, params, force=force)
+
+
+def _promote(
+    client: Any,
+    name: str,
+    version: str | None,
+    params: PromoteParams,
+    *,
+    force: bool = False,
+) -> PromotionResult:
     """Point ``params.alias`` at ``version`` (default: the newest) if it passes the gate.
 
     The gate: the challenger's ``params.metric`` tag must be at least production's minus
@@ -164,6 +226,11 @@ def promote(
             raise PromotionRefusedError(f"{name} has no registered versions")
         version = str(max(int(v.version) for v in versions))
     challenger = client.get_model_version(name, str(version))
+    if str(challenger.status) != "READY":  # its registration failed or has not finished
+        raise PromotionRefusedError(
+            f"{name} version {version} is {challenger.status}, not READY: its artifacts "
+            f"may be incomplete ({challenger.status_message or 'no message'})"
+        )
     if params.require_index and INDEX_TAG not in challenger.tags:
         raise PromotionRefusedError(
             f"{name} version {version} has no FAISS index (tag {INDEX_TAG!r}); "
@@ -221,7 +288,12 @@ def promote(
 
 
 def rollback(client: Any, name: str, params: PromoteParams) -> PromotionResult:
-    """Move the alias back to the version the current production replaced."""
+    """Move the alias back to the version the current production replaced (locked)."""
+    with alias_lock(client, name, params.alias):
+        return _rollback(client, name, params)
+
+
+def _rollback(client: Any, name: str, params: PromoteParams) -> PromotionResult:
     alias = params.alias
     history = _history(client, name, alias)
     current = _current(client, name, alias)

@@ -115,15 +115,24 @@ def log_and_register(
     # identical (training is deterministic); registering the same weights again would leave
     # a version without an index (the index stage sees no change). Reuse the version.
     existing = _versions_with_package(model_name, sha)
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_CODE),
-        artifacts={PACKAGE_ARTIFACT: str(package_dir)},
-        code_paths=[str(Path(marketplace.__file__).parent)],
-        signature=signature(trained.package.kind),
-        input_example=example,
-        pip_requirements=pip_requirements(),
-    )
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts={PACKAGE_ARTIFACT: str(package_dir)},
+            code_paths=[str(Path(marketplace.__file__).parent)],
+            signature=signature(trained.package.kind),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
+    except Exception as exc:  # the server, its database or its artifact store failed
+        # Registration comes after a complete upload, so nothing half-logged is registered.
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise StageError(
+            f"could not log the {trained.package.kind} model to {mlflow.get_tracking_uri()} "
+            f"({type(exc).__name__}: {detail}); no version of {model_name} was registered. "
+            "Check the tracking server and its artifact store, then rerun the stage."
+        ) from exc
     version_tags = {
         **tags,
         **{k: f"{v:.6g}" for k, v in trained.metrics.items()},

@@ -57,7 +57,15 @@ def setup_tracking(project_root: Path = Path("."), experiment: str = EXPERIMENT)
         location = None
         if "MLFLOW_TRACKING_URI" not in os.environ:
             location = (project_root / DEFAULT_ARTIFACTS).resolve().as_uri()
-        experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+        try:
+            experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+        except mlflow.MlflowException as exc:
+            # Another process created it since the lookup (trainers starting together on a
+            # shared server). mlflow.set_experiment(name) has the same race and then leaves
+            # no experiment active, so the run lands in "Default": hence by id, here.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

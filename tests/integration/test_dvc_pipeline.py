@@ -75,6 +75,40 @@ def test_second_repro_runs_nothing(repo: Path) -> None:
     assert "Data and pipelines are up to date" in result.stdout
 
 
+def test_push_to_s3_and_pull_into_a_second_clone_runs_nothing(repo: Path, tmp_path: Path) -> None:
+    """A team's DVC remote on the stack's S3 server (rclone): what one clone pushes, a fresh
+    clone pulls, and its `dvc repro` then does no work. The MLflow store is not part of
+    this: a pull brings files, not registered versions (README, "The team stack")."""
+    import subprocess
+
+    from ops.stack import Stack, StackError
+
+    stack = Stack(tmp_path / "stack")
+    try:
+        stack.start("s3")
+    except (OSError, StackError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"the S3 server (rclone) cannot run here: {exc}")
+    try:
+        stack.configure_dvc_remote(repo, prefix="pipeline")
+        run(["dvc", "push", "-q"], repo)
+        with (repo / ".gitignore").open("a") as ignore:  # beside DVC's own entries (/data)
+            ignore.write("/mlflow.db\n/mlartifacts/\n/mlruns/\n")
+        run(["git", "add", "-A"], repo)
+        identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+        run(["git", *identity, "commit", "-qm", "pipeline"], repo)
+        clone = tmp_path / "clone"
+        run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+        stack.configure_dvc_remote(clone, prefix="pipeline")  # the keys stay out of git
+        run(["dvc", "pull", "-q"], clone)
+        for path in ("outputs/embeddings/images.npz", "outputs/models/combined/config.json"):
+            assert (clone / path).read_bytes() == (repo / path).read_bytes()
+        result = run(["dvc", "repro"], clone)
+        assert "Running stage" not in result.stdout
+        assert "Data and pipelines are up to date" in result.stdout
+    finally:
+        stack.stop_service("s3")
+
+
 def _mlflow(repo: Path):
     import mlflow
 

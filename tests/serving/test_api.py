@@ -64,6 +64,7 @@ def test_health_and_model(client: TestClient, registry: Registry) -> None:
         "status": "alive",
         "model_version": None,
         "detail": None,
+        "registry": None,
     }
     ready = client.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["model_version"] == "1"

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.helpers import PROJECT_ROOT
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-PACKAGES = ("pipeline", "sample", "serving", "src")
+PACKAGES = ("ops", "pipeline", "sample", "serving", "src")
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,1 @@
+"""Operational tooling (the team stack); not part of the ``marketplace`` library."""

@@ -1,0 +1,110 @@
+"""The published OpenAPI contract: every answer the API gives is documented as it is given.
+
+FastAPI documents a 422 as ``HTTPValidationError`` (``detail`` a list), but every error
+here is ``{"detail": str, "status": int}`` (serving/app.py), and it knows nothing of the
+413/415/400 the form reader gives, the 401/403 of /admin, the 404s or the 503 before a
+model is loaded. It also cannot see the limits that come from the settings (``k`` up to
+``max_k``, text up to ``max_text_chars``) or that a listing needs a photo or a text. This
+module adds them to the generated schema, so clients (and schemathesis) can rely on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from serving.settings import Settings
+
+ERROR = {
+    "type": "object",
+    "required": ["detail", "status"],
+    "properties": {"detail": {"type": "string"}, "status": {"type": "integer"}},
+    "title": "Error",
+}
+LISTING_ROUTES = ("/predict", "/embed", "/similar")
+MODEL_ROUTES = (*LISTING_ROUTES, "/model", "/products/{product_id}/similar")
+WHY = {
+    "400": "malformed form body",
+    "401": "missing or wrong bearer token",
+    "403": "admin endpoints are disabled (no MARKETPLACE_ADMIN_TOKEN)",
+    "404": "unknown product id",
+    "413": "request body or photo too large",
+    "415": "not multipart/form-data (or url-encoded), or a photo that is not JPEG/PNG/WebP",
+    "422": "invalid input; the detail says which field and why",
+    "503": "no model loaded yet",
+}
+
+
+def _error(code: str) -> dict[str, Any]:
+    return {
+        "description": WHY[code],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The app's OpenAPI schema with its real error answers and settings' limits."""
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Error"] = ERROR
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            codes = {"422"} if "422" in responses else set()
+            if path in LISTING_ROUTES:
+                codes |= {"400", "413", "415", "422"}
+                multipart = operation["requestBody"]["content"]["multipart/form-data"]
+                multipart["encoding"] = {
+                    "image": {"contentType": "image/jpeg, image/png, image/webp"}
+                }
+            if path in MODEL_ROUTES:
+                codes.add("503")
+            if path == "/products/{product_id}/similar":
+                codes |= {"404", "422"}
+            if path.startswith("/admin/"):
+                codes |= {"401", "403"}
+            for code in codes:
+                if code not in responses or "HTTPValidationError" in str(responses[code]):
+                    responses[code] = _error(code)
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "k":
+                    parameter["schema"] = {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": settings.max_k,
+                    }
+    form = components.get("ListingForm")
+    if form is not None:  # a form field is sent or not, never null: no null branches
+        limits = {
+            "image": {
+                "type": "string",
+                "contentMediaType": "application/octet-stream",
+                "minLength": 1,
+            },
+            "text": {"type": "string", "maxLength": settings.max_text_chars, "pattern": r"\S"},
+            "k": {"type": "integer", "minimum": 1, "maximum": settings.max_k},
+            "category": {"type": "string"},
+            **{p: {"type": "number", "minimum": 0} for p in ("price", "min_price", "max_price")},
+        }
+        for name, field in form["properties"].items():
+            field.pop("anyOf", None)
+            field.update(limits[name])
+        form["anyOf"] = [{"required": ["image"]}, {"required": ["text"]}]  # at least one
+    return schema
+
+
+def publish(app: FastAPI, settings: Settings) -> None:
+    """Serve ``published_schema`` at /openapi.json (built once, on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = published_schema(app, settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

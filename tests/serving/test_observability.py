@@ -1,0 +1,71 @@
+"""GET /metrics (Prometheus text format) and request ids, against the tiny registry."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from asgi_correlation_id import CorrelationIdFilter
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.app import create_app
+from serving.settings import Settings
+from tests.serving.conftest import Registry
+
+
+@pytest.fixture(scope="module")
+def client(registry: Registry) -> Iterator[TestClient]:
+    settings = Settings(tracking_uri=registry.uri, model_name=registry.name, admin_token="t0k")
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _samples(client: TestClient) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_requests_batches_reloads_and_the_model(client: TestClient) -> None:
+    for _ in range(3):
+        assert client.post("/predict", data={"text": "sofa"}).status_code == 200
+    assert client.post("/predict", data={"text": "sofa", "k": "0"}).status_code == 422
+    samples = _samples(client)
+
+    def value(metric: str, **labels: str) -> float:
+        return samples[(metric, tuple(sorted(labels.items())))]
+
+    assert value("http_requests_total", handler="/predict", method="POST", status="200") == 3
+    assert value("http_requests_total", handler="/predict", method="POST", status="422") == 1
+    assert value("http_request_duration_seconds_count", handler="/predict", method="POST") == 4
+    assert value("marketplace_predict_batch_size_count") == 3  # the 422 never reached the model
+    assert value("marketplace_model_info", name="test-combined", version="1", alias="production")
+    assert value("marketplace_model_reloads_total", outcome="success") == 1
+    assert value("marketplace_index_size") == 39
+    assert not any(name == "http_requests_total" and ("handler", "/metrics") in labels
+                   for name, labels in samples)  # fmt: skip
+
+
+def test_request_id_is_echoed_and_logged(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    generated = client.get("/health/live").headers["x-request-id"]
+    assert len(generated) == 32 and uuid.UUID(generated)
+    mine = uuid.uuid4().hex
+    caplog.handler.addFilter(CorrelationIdFilter(uuid_length=32))
+    with caplog.at_level(logging.INFO, logger="serving"):
+        response = client.post(
+            "/admin/reload", headers={"Authorization": "Bearer t0k", "X-Request-ID": mine}
+        )
+    assert response.status_code == 200 and response.headers["x-request-id"] == mine
+    loaded = [r for r in caplog.records if r.name == "serving" and "serving" in r.getMessage()]
+    assert loaded and all(r.correlation_id == mine for r in loaded)  # type: ignore[attr-defined]
+    assert _samples(client)[("marketplace_model_reloads_total", (("outcome", "success"),))] == 2
