@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -252,3 +254,39 @@ def test_s3_down_during_log_model_registers_nothing(
         remote.stack.start("s3")
     after = {v.version for v in client.search_model_versions(f"name = '{remote.name}'")}
     assert after == before
+
+
+def test_a_postgres_restart_during_a_training_run_loses_nothing(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL restarts after a stage has started its run and trained, just before it
+    logs the model: the server's pool re-connects (pre-ping) and MLflow's bounded request
+    retries carry the stage through; the version it registers is READY, with its files."""
+    import tests.serving.conftest as serving
+
+    client = MlflowClient(remote.stack.tracking_uri)
+    before = {v.version for v in client.search_model_versions(f"name = '{remote.name}'")}
+    log_and_register = serving.log_and_register
+    postgres = remote.stack.state["postgres"]["pid"]
+
+    def restart_then_log(*args, **kwargs):
+        remote.stack.stop_service("postgres")
+        remote.stack.start("postgres")
+        return log_and_register(*args, **kwargs)
+
+    monkeypatch.setattr(serving, "log_and_register", restart_then_log)
+    splits, images, texts = remote.inputs
+    version = serving._register(
+        remote.workdir, remote.listings, splits, images, texts, seed=11, index=False
+    )
+    assert remote.stack.state["postgres"]["pid"] != postgres  # it did restart
+    registered = client.get_model_version(remote.name, str(version))
+    assert registered.status == "READY"
+    assert client.get_run(registered.run_id).info.status == "FINISHED"
+    with tempfile.TemporaryDirectory() as folder:  # its files, through the artifact proxy
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/{remote.name}/{version}", dst_path=folder
+        )
+        assert (Path(local) / "MLmodel").is_file()
+    after = {v.version for v in client.search_model_versions(f"name = '{remote.name}'")}
+    assert after == before | {str(version)}
