@@ -130,7 +130,10 @@ def _outage(stack: Stack, api: str) -> dict:
 
 
 def main() -> None:
-    out: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared, busy)"}
+    out: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_at_start": os.getloadavg(),
+    }
     with tempfile.TemporaryDirectory(prefix="marketplace-bench-stack-") as tmp:
         Path(tmp).chmod(0o711)
         stack = Stack(Path(tmp) / "stack")

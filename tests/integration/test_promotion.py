@@ -129,3 +129,22 @@ def test_gate_compares_every_query_kind(client: MlflowClient, tmp_path: Path) ->
     fine = _per_kind_version(client, tmp_path, all=0.85, image=0.555, text=0.845, image_text=0.86)
     result = promote(client, NAME, fine, GATE)
     assert result.action == "promoted" and "image+text" in result.describe()
+
+
+def test_a_version_that_is_not_ready_is_never_promoted(
+    client: MlflowClient, tmp_path: Path
+) -> None:
+    """A registration that did not complete (status other than READY, as the store records
+    a failed one) is refused even with ``--force``; the alias stays where it was."""
+    import sqlite3
+
+    promote(client, NAME, "1", GATE)
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        db.execute(
+            "UPDATE model_versions SET status = 'FAILED_REGISTRATION', "
+            "status_message = 'upload interrupted' WHERE name = ? AND version = 2",
+            (NAME,),
+        )
+    with pytest.raises(PromotionRefusedError, match="FAILED_REGISTRATION, not READY"):
+        promote(client, NAME, "2", GATE, force=True)
+    assert _alias(client) == "1"
