@@ -38,18 +38,11 @@ CLIENTS = 16
 
 
 def _register_tiny(stack: Stack, workdir: Path) -> str:
-    import mlflow
-
-    from tests.serving.conftest import MODEL, _catalogue, _embeddings, _register
+    from tests.serving.conftest import MODEL
+    from tests.stack.conftest import register_tiny_production
 
     os.environ["MLFLOW_TRACKING_URI"] = stack.tracking_uri
-    mlflow.set_tracking_uri(stack.tracking_uri)
-    mlflow.set_registry_uri(stack.tracking_uri)
-    mlflow.set_experiment("marketplace")
-    listings, splits, images_dir = _catalogue(workdir)
-    images, texts = _embeddings(listings, images_dir)
-    _register(workdir, listings, splits, images, texts, seed=0, index=True)
-    mlflow.MlflowClient().set_registered_model_alias(MODEL, "production", "1")
+    register_tiny_production(stack.tracking_uri, workdir)
     return MODEL
 
 

@@ -46,6 +46,20 @@ class Remote:
     inputs: tuple  # splits, image and text embeddings: what _register needs to train again
 
 
+def register_tiny_production(tracking_uri: str, workdir: Path) -> tuple:
+    """Train the serving tests' tiny combined model in ``workdir``, register it (with its
+    index and photos) through the server at ``tracking_uri`` and alias it ``production``.
+    Returns the listings, splits, image and text embeddings (what ``_register`` needs)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_experiment("marketplace")
+    listings, splits, images_dir = _catalogue(workdir)
+    images, texts = _embeddings(listings, images_dir)
+    _register(workdir, listings, splits, images, texts, seed=0, index=True)
+    mlflow.MlflowClient().set_registered_model_alias(MODEL, "production", "1")
+    return listings, splits, images, texts
+
+
 @pytest.fixture(scope="package")
 def stack() -> Iterator[Stack]:
     reason = _runnable()
@@ -67,14 +81,8 @@ def remote(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     os.environ["MLFLOW_TRACKING_URI"] = stack.tracking_uri
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
     try:
-        mlflow.set_tracking_uri(stack.tracking_uri)
-        mlflow.set_registry_uri(stack.tracking_uri)
-        mlflow.set_experiment("marketplace")
-        listings, splits, images_dir = _catalogue(workdir)
-        images, texts = _embeddings(listings, images_dir)
-        _register(workdir, listings, splits, images, texts, seed=0, index=True)
-        mlflow.MlflowClient().set_registered_model_alias(MODEL, "production", "1")
-        yield Remote(stack, MODEL, listings, workdir, (splits, images, texts))
+        listings, *inputs = register_tiny_production(stack.tracking_uri, workdir)
+        yield Remote(stack, MODEL, listings, workdir, tuple(inputs))
     finally:
         for key, value in saved.items():
             if value is None:
