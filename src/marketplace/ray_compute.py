@@ -75,9 +75,11 @@ def ray_stream(
     order, as they come."""
     with ray_session() as ray:
         ray.data.DataContext.get_current().enable_progress_bars = False
+        # One input block per batch: an actor's output block is then one batch, which is
+        # what the driver holds (fewer, larger blocks came back as ~128 MiB each).
         dataset = ray.data.from_items(
             [{"row": row, "item": item} for row, item in enumerate(items)],
-            override_num_blocks=max(1, min(len(items), 4 * compute.concurrency)),
+            override_num_blocks=max(1, -(-len(items) // compute.batch_size)),
         ).map_batches(
             _Worker,
             fn_constructor_args=(make,),
