@@ -9,12 +9,12 @@ is kept only where it beats it on val.
 - vision: photos are the cleaned canvases (``outputs/images``), held in memory as uint8 at
   the encoder's input size; training batches get a random resized crop, a horizontal flip
   and colour jitter (torchvision transforms v2), one draw per photo and step.
+- text: listing texts are tokenised once; batches carry the TF-IDF rows too, so the wide
+  part of the text model keeps training alongside.
 
 The loop runs in this process (``training.loop.fit``) or, with ``compute.backend: ray``,
 data parallel on Ray Train workers (``training.distributed.data_parallel``): the caller
 passes the ``fit_function``.
-- text: listing texts are tokenised once; batches carry the TF-IDF rows too, so the wide
-  part of the text model keeps training alongside.
 
 Returns the trained encoder + head and the encoder tensors that changed (the unfrozen
 stages), which travel with the model (``ClassifierPackage.encoder_tensors``).
