@@ -17,8 +17,15 @@ real export (cleaned here into a scratch folder first), in process and with
 max abs difference of the vectors: img/s and Ray's overhead (BENCHMARKS.md projects the
 hours for 1M and 10M photos on N nodes from them, with the arithmetic).
 
+``driver``: the Ray driver's peak memory on a synthetic run (a per-batch function making
+``--rows`` × ``--dim`` float32 rows on a local Ray, 2 actors), each way in its own
+process: ``stream`` (what the embed stages do now: ``ray_stream`` batches written into the
+``.npz`` as they come) against ``gather`` (what they did before: every batch collected,
+sorted by row and concatenated as the former ``ray_map`` did, then ``EmbeddingSet.save``).
+
     nice -n 10 .venv/bin/python bench/bench_scale.py faiss   # bench/results/scale_faiss.json
     nice -n 10 .venv/bin/python bench/bench_scale.py embed   # bench/results/scale_embed.json
+    nice -n 10 .venv/bin/python bench/bench_scale.py driver  # bench/results/scale_driver.json
 """
 
 from __future__ import annotations
@@ -29,9 +36,11 @@ import gc
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import faiss
@@ -39,10 +48,11 @@ import numpy as np
 import pandas as pd
 from bench_faiss import QUERY_KINDS, index_size, make_database, make_queries, make_structure
 
-from marketplace.compute import run_batches
+from marketplace.compute import run_batches, stream_batches
 from marketplace.config import load_params
 from marketplace.index import INDEX_FORMAT, IndexMeta, ProductIndex, _neighbour_search
 from marketplace.indexing import build_faiss
+from marketplace.models.embedding import EmbeddingSet, EmbeddingStream
 from marketplace.ray_compute import runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,6 +215,93 @@ def bench_embed(args: argparse.Namespace) -> None:
     save(out, result)
 
 
+def synthetic_rows(dim: int, *, progress: bool = False) -> Callable[[list[int]], np.ndarray]:
+    """A per-batch function: item ``i`` -> a float32 row of ``i`` (order checkable)."""
+    return lambda items: np.repeat(np.asarray(items, np.float32)[:, None], dim, axis=1)
+
+
+class AnonPeak:
+    """The peak of this process's anonymous (private) resident memory, sampled every 20 ms
+    from /proc/self/status (``RssAnon``). ru_maxrss also counts the pages of Ray's object
+    store (shared memory) that the driver has read: they stay mapped, so it grows up to the
+    store's size whatever the driver keeps."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def now() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.now())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, self.now()) / 2**30
+
+
+def driver_run(mode: str, args: argparse.Namespace) -> dict:
+    """One way, in this process: the driver's peak memory and the wall time."""
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=2 * 2**30, include_dashboard=False)
+    compute = PARAMS.compute.model_copy(
+        update={"backend": "ray", "batch_size": args.batch, "concurrency": 2}
+    )
+    items, ids = list(range(args.rows)), np.array([f"{i:07d}" for i in range(args.rows)])
+    make = functools.partial(synthetic_rows, args.dim)
+    before, anon_before = peak_gib(), AnonPeak.now() / 2**30
+    anon = AnonPeak()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "vectors.npz"
+        if mode == "stream":
+            blocks = stream_batches(make, items, runner(compute))
+            EmbeddingStream(ids, blocks, lambda dim: {"dim": dim}).save(out)
+        else:  # the former ray_map: every batch kept, sorted by row, concatenated
+            parts = list(stream_batches(make, items, runner(compute)))
+            order = np.argsort(np.arange(args.rows), kind="stable")  # its "row" column
+            vectors = np.concatenate(parts)[order]
+            del parts
+            EmbeddingSet(ids, vectors, {"dim": args.dim}).save(out)
+            del vectors
+        seconds = time.perf_counter() - started
+        anon_peak, peak = anon.stop(), peak_gib()
+        loaded = np.load(out)["vectors"]
+        assert loaded.shape == (args.rows, args.dim) and loaded[-1, 0] == args.rows - 1
+        size = out.stat().st_size
+    ray.shutdown()
+    return {"mode": mode, "seconds": round(seconds, 1),
+            "peak_anon_gib": round(anon_peak, 3), "anon_before_gib": round(anon_before, 3),
+            "peak_rss_gib": round(peak, 3), "peak_rss_before_gib": round(before, 3),
+            "file_gib": round(size / 2**30, 3),
+            "vectors_gib": round(args.rows * args.dim * 4 / 2**30, 3)}  # fmt: skip
+
+
+def bench_driver(args: argparse.Namespace) -> None:
+    if args.one:
+        print(json.dumps(driver_run(args.one, args)))
+        return
+    result: dict = {"rows": args.rows, "dim": args.dim, "batch": args.batch, "runs": []}
+    for mode in args.modes:
+        command = [sys.executable, __file__, "driver", "--one", mode, "--rows", str(args.rows),
+                   "--dim", str(args.dim), "--batch", str(args.batch)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        result["runs"].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        log(str(result["runs"][-1]))
+    save(args.out, result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -227,8 +324,15 @@ def main() -> None:
     e.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     e.add_argument("--cpus-per-worker", type=int, default=1)
     e.add_argument("--batch", type=int, default=16)
+    d = sub.add_parser("driver")
+    d.add_argument("--rows", type=int, default=200_000)
+    d.add_argument("--dim", type=int, default=1280)
+    d.add_argument("--batch", type=int, default=1024)
+    d.add_argument("--modes", nargs="+", default=["gather", "stream"])
+    d.add_argument("--one", choices=["gather", "stream"], help=argparse.SUPPRESS)
+    d.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale_driver.json")
     args = parser.parse_args()
-    {"faiss": bench_faiss, "embed": bench_embed}[args.what](args)
+    {"faiss": bench_faiss, "embed": bench_embed, "driver": bench_driver}[args.what](args)
 
 
 if __name__ == "__main__":

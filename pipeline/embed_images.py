@@ -14,7 +14,7 @@ from marketplace import paths
 from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.io import write_json
-from marketplace.models.embedding import embed_catalogue_images
+from marketplace.models.embedding import stream_catalogue_images
 from marketplace.ray_compute import runner
 
 log = logging.getLogger("pipeline.embed_images")
@@ -32,23 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         params = load_params(args.params)
         started = time.perf_counter()
-        embeddings = embed_catalogue_images(
+        embeddings = stream_catalogue_images(
             args.images,
             params.embed_images,
             canvas_size=params.clean_images.size,
             progress=not args.no_progress,
             runner=runner(params.compute),
         )
+        dim = embeddings.save(args.out)  # written as the batches come
         seconds = time.perf_counter() - started
-        embeddings.save(args.out)
-        write_json(args.metrics, {"images": len(embeddings.ids), "dim": embeddings.dim})
+        count = len(embeddings.ids)
+        write_json(args.metrics, {"images": count, "dim": dim})
         log.info(
             "embedded %d images (%d-d, %s) in %.1f s: %.1f img/s",
-            len(embeddings.ids),
-            embeddings.dim,
+            count,
+            dim,
             params.embed_images.encoder,
             seconds,
-            len(embeddings.ids) / max(seconds, 1e-9),
+            count / max(seconds, 1e-9),
         )
 
     return run(body, "pipeline.embed_images")

@@ -13,7 +13,7 @@ from marketplace import paths
 from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.io import write_json
-from marketplace.models.embedding import embed_catalogue_texts
+from marketplace.models.embedding import stream_catalogue_texts
 from marketplace.ray_compute import runner
 
 log = logging.getLogger("pipeline.embed_text")
@@ -33,19 +33,20 @@ def main(argv: list[str] | None = None) -> int:
         params = all_params.embed_text
         listings = pd.read_parquet(args.listings, columns=["product_id", "title", "description"])
         started = time.perf_counter()
-        embeddings = embed_catalogue_texts(
+        embeddings = stream_catalogue_texts(
             listings, params, progress=not args.no_progress, runner=runner(all_params.compute)
         )
+        dim = embeddings.save(args.out)  # written as the batches come
         seconds = time.perf_counter() - started
-        embeddings.save(args.out)
-        write_json(args.metrics, {"products": len(embeddings.ids), "dim": embeddings.dim})
+        count = len(embeddings.ids)
+        write_json(args.metrics, {"products": count, "dim": dim})
         log.info(
             "embedded %d texts (%d-d, %s) in %.1f s: %.1f texts/s",
-            len(embeddings.ids),
-            embeddings.dim,
+            count,
+            dim,
             params.encoder,
             seconds,
-            len(embeddings.ids) / max(seconds, 1e-9),
+            count / max(seconds, 1e-9),
         )
 
     return run(body, "pipeline.embed_text")

@@ -27,6 +27,7 @@ from marketplace.registry import (
     log_trained,
     training_run,
 )
+from marketplace.training.distributed import fit_function
 from marketplace.training.features import TextFeatures
 from marketplace.training.metrics import write_run_reports
 from marketplace.training.train import train_classifier
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 text_features=features,
                 images_dir=paths.CLEAN_IMAGES_DIR,
                 on_epoch=on_epoch,
+                fit_function=fit_function(params.compute),  # fine-tuning: here or on Ray
             )
             model_dir = paths.MODELS_DIR / kind
             trained.package.save(model_dir)

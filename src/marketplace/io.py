@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import os
 import shutil
 import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +32,85 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     frame.to_csv(path, index=False, lineterminator="\n")
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+@dataclass(frozen=True)
+class RowBlocks:
+    """An array that ``write_npz`` writes block of rows by block of rows, holding one block
+    at a time (a million 1280-d vectors are 4.8 GiB): ``rows`` rows in all, each block
+    ``[k, *shape]`` of one dtype and trailing shape, in order."""
+
+    rows: int
+    blocks: Iterable[np.ndarray]
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray | RowBlocks]) -> None:
     """Arrays in ``np.savez``'s format (``np.load`` reads them; no pickles), byte-identical
     for identical arrays: fixed entry timestamps, entries in name order, uncompressed, and
     each entry written with its size known, so the bytes do not depend on the Python patch
-    release (``np.savez`` forces zip64 headers, which CPython 3.11.4 changed). Creates the
-    parent folder."""
+    release (``np.savez`` forces zip64 headers, which CPython 3.11.4 changed). A
+    ``RowBlocks`` entry is streamed into the archive and gives the same bytes as the whole
+    array would. Written beside ``path`` and moved there once complete (a failure leaves
+    what was there); creates the parent folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name in sorted(arrays):
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asanyarray(arrays[name]), allow_pickle=False)
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
-            entry.external_attr = 0o600 << 16  # -rw-------, as np.savez writes
-            archive.writestr(entry, buffer.getbuffer())
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with zipfile.ZipFile(
+            partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True
+        ) as archive:
+            for name in sorted(arrays):
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+                entry.external_attr = 0o600 << 16  # -rw-------, as np.savez writes
+                value = arrays[name]
+                if isinstance(value, RowBlocks):
+                    _write_rows(archive, entry, value)
+                    continue
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=False)
+                archive.writestr(entry, buffer.getbuffer())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_rows(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, value: RowBlocks) -> None:
+    """One ``.npy`` entry from row blocks: the header (shape and dtype from the first block),
+    then each block's bytes. The entry's size is set before it is opened, as ``writestr``
+    does, so its headers (zip64 or not) are those of the whole array written at once."""
+    name = entry.filename.removesuffix(".npy")
+    blocks = iter(value.blocks)
+    first = next(blocks, None)
+    if first is None:
+        raise ValueError(f"{name}: no row blocks (an empty array is one block of 0 rows)")
+    first = np.asarray(first)
+    if first.ndim == 0 or first.dtype.hasobject:
+        raise ValueError(f"{name}: row blocks must be arrays of rows, not {first.dtype}")
+    dtype, shape = first.dtype, first.shape[1:]
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header,
+        {
+            "descr": np.lib.format.dtype_to_descr(dtype),
+            "fortran_order": False,
+            "shape": (value.rows, *shape),
+        },
+    )
+    row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    entry.file_size = len(header.getbuffer()) + value.rows * row_bytes
+    written = 0
+    with archive.open(entry, "w") as out:
+        out.write(header.getbuffer())
+        for block in itertools.chain([first], blocks):
+            block = np.asarray(block)
+            if block.dtype != dtype or block.shape[1:] != shape:
+                raise ValueError(
+                    f"{name}: a block of {block.dtype} {block.shape[1:]} rows after "
+                    f"{dtype} {shape} ones"
+                )
+            written += len(block)
+            if written > value.rows:
+                raise ValueError(f"{name}: more than the {value.rows} rows announced")
+            out.write(np.ascontiguousarray(block).data)
+    if written != value.rows:
+        raise ValueError(f"{name}: {written} rows, not the {value.rows} announced")
 
 
 def _jsonable(value: Any) -> Any:

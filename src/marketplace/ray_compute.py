@@ -2,10 +2,12 @@
 
 Ray Data streams a stage's items to an actor pool; each actor calls the stage's ``make``
 once (one encoder or index per worker) and the same per-batch function as the in-process
-path (``marketplace.compute``) on each batch. Rows carry their position, so results come
-back in input order whatever the scheduling: the stage writes the same files either way
-(``tests/integration/test_ray.py`` checks it on a two-node cluster), which is why
-``compute`` is no DVC param of any stage.
+path (``marketplace.compute``) on each batch. The dataset runs with ``preserve_order``, so
+batches come back to the driver in input order and one at a time (rows carry their position,
+checked on arrival): a stage writes them as they come, and the driver holds one batch
+(the object store holds the ones that finished early), not every result. The stage writes
+the same files either way (``tests/integration/test_ray.py`` checks it on a two-node
+cluster), which is why ``compute`` is no DVC param of any stage.
 
 ``RAY_ADDRESS`` names the cluster (unset: a local Ray on this machine, started and shut
 down here). Workers read and write files by path, so on several machines the data folder
@@ -29,7 +31,7 @@ def runner(compute: ComputeParams) -> Runner | None:
     """The runner a ``compute`` section names: ``None`` (in process) for ``local``."""
     if compute.backend == "local":
         return None
-    return lambda make, items: ray_map(make, items, compute)
+    return lambda make, items: ray_stream(make, items, compute)
 
 
 @contextlib.contextmanager
@@ -65,16 +67,19 @@ class _Worker:
         return {"row": batch["row"], **columns}
 
 
-def ray_map(
+def ray_stream(
     make: Callable[..., BatchFunction], items: Sequence[Any], compute: ComputeParams
-) -> Any:
-    """``make()(items)`` computed by ``compute.concurrency`` Ray actors in batches of
-    ``compute.batch_size``; the results (array, dict of arrays or list) in input order."""
+) -> Iterator[Any]:
+    """``make()`` on ``items`` by ``compute.concurrency`` Ray actors in batches of
+    ``compute.batch_size``: each batch's results (array, dict of arrays or list), in input
+    order, as they come."""
     with ray_session() as ray:
         ray.data.DataContext.get_current().enable_progress_bars = False
+        # One input block per batch: an actor's output block is then one batch, which is
+        # what the driver holds (fewer, larger blocks came back as ~128 MiB each).
         dataset = ray.data.from_items(
             [{"row": row, "item": item} for row, item in enumerate(items)],
-            override_num_blocks=max(1, min(len(items), 4 * compute.concurrency)),
+            override_num_blocks=max(1, -(-len(items) // compute.batch_size)),
         ).map_batches(
             _Worker,
             fn_constructor_args=(make,),
@@ -83,12 +88,18 @@ def ray_map(
             compute=ray.data.ActorPoolStrategy(size=compute.concurrency),
             num_cpus=compute.cpus_per_worker,
         )
-        parts: dict[str, list[np.ndarray]] = {}
+        # This dataset's own context (a copy), so no other dataset of the driver changes.
+        dataset.context.execution_options.preserve_order = True
+        done = 0
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for key, value in batch.items():
-                parts.setdefault(key, []).append(value)
-    order = np.argsort(np.concatenate(parts.pop("row")), kind="stable")
-    out = {key: np.concatenate(values)[order] for key, values in parts.items()}
-    if "out" not in out:
-        return {key.removeprefix("out."): value for key, value in out.items()}
-    return out["out"] if out["out"].dtype != object else out["out"].tolist()
+            rows = batch.pop("row")
+            if not np.array_equal(rows, np.arange(done, done + len(rows))):
+                raise RuntimeError(f"Ray Data returned rows out of order after row {done}")
+            done += len(rows)
+            if "out" not in batch:
+                yield {key.removeprefix("out."): value for key, value in batch.items()}
+            else:
+                out = batch["out"]
+                yield out if out.dtype != object else out.tolist()
+        if done != len(items):
+            raise RuntimeError(f"Ray Data returned {done} rows of {len(items)}")

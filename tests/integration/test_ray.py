@@ -3,12 +3,12 @@
 One cluster for the module (a head and a second node, one CPU each, own temp dirs and
 HOME; every process killed by PID afterwards), a few photos and texts: the clean and
 embed stages and the index's neighbour lists computed on it equal the in-process path,
-and ``fit`` on two Ray Train workers (DDP) equals one process.
+and fine-tuning a vision classifier with ``fit`` on two Ray Train workers (DDP) equals one
+process.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import subprocess
 import sys
@@ -24,11 +24,13 @@ from PIL import Image, ImageDraw
 
 from marketplace.config import load_params
 from marketplace.data.images import clean_export_images
+from marketplace.data.labels import LabelMap
 from marketplace.models.embedding import EmbeddingSet, embed_catalogue_images, embed_catalogue_texts
 from marketplace.ray_compute import runner
-from marketplace.training.distributed import fit_data_parallel
-from marketplace.training.loop import FitConfig, fit
+from marketplace.training.distributed import fit_function
+from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT, ray_cluster
+from tests.unit.test_finetune import _image_spec, _photos
 from tests.unit.test_index import _index
 
 pytestmark = pytest.mark.integration
@@ -134,23 +136,72 @@ def test_neighbour_lists_in_shards_on_ray_equal_the_local_ones(
         assert {p for p, s in got if s > cut} == {p for p, s in want if s > cut}
 
 
-def test_fit_on_two_ray_train_workers_equals_one_process(
+def test_vision_finetuning_on_ray_equals_one_process(
     cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """``train_classifier`` with the fit function of ``compute.backend: ray`` (``fit`` on two
+    Ray Train workers, DDP) fine-tunes to the weights and metrics of the in-process run, up
+    to float noise: augmentation on (keyed by photo, so worker-independent), batches of 3
+    (unequal shares of 2 workers), dropout 0 (each worker draws its own masks)."""
     for key, value in cluster.items():
         monkeypatch.setenv(key, value)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.normal(size=(160, 8)).astype(np.float32))
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
-    train, val = ([x[:128]], y[:128]), ([x[128:]], y[128:])
-    config = FitConfig(lr=0.05, weight_decay=0.0, epochs=2, patience=2, batch_size=32, seed=0)
-    make_model = functools.partial(torch.nn.Linear, 8, 3)
-    torch.manual_seed(config.seed)
-    alone = make_model()
-    expected = fit(alone, train, val, config)
-    state, result = fit_data_parallel(make_model, train, val, config, RAY, tmp_path / "train")
-    assert [r["val_accuracy"] for r in result.history] == [
-        r["val_accuracy"] for r in expected.history
-    ]
-    for name, tensor in alone.state_dict().items():
-        torch.testing.assert_close(state[name], tensor, atol=1e-5, rtol=1e-4)
+    ids, labels = _photos(tmp_path / "images", 12)
+    listings = pd.DataFrame(
+        {
+            "product_id": [f"p{i:02d}" for i in range(12)],
+            "image_id": ids,
+            "label": labels.numpy(),
+            "title": ["t"] * 12,
+            "description": ["d"] * 12,
+            "price": [1.0] * 12,
+        }
+    )
+    vectors = np.random.default_rng(0).normal(size=(12, 1280)).astype(np.float32)
+    images = EmbeddingSet(np.array(ids), vectors, _image_spec())
+    products = listings["product_id"].tolist()
+    splits = {"train": products[:8], "val": products[8:10], "test": products[10:]}
+    vision = PARAMS.train.vision.model_copy(
+        update={
+            "dropout": 0.0,
+            "hidden_dim": 16,
+            "epochs": 3,
+            "finetune_blocks": 1,
+            "finetune_lr": 0.003,
+            "finetune_epochs": 2,
+            "finetune_patience": 2,
+            "finetune_batch_size": 3,
+            "augment": True,
+        }
+    )
+    params = PARAMS.train.model_copy(update={"vision": vision})
+    runs = {}
+    for backend in ("local", "ray"):
+        epochs: list[dict[str, float]] = []
+        trained = train_classifier(
+            "vision",
+            listings,
+            splits,
+            LabelMap(("Blue", "Red")),
+            params,
+            images=images,
+            images_dir=tmp_path / "images",
+            on_epoch=epochs.append,
+            fit_function=fit_function(RAY.model_copy(update={"backend": backend})),
+        )
+        runs[backend] = trained, epochs
+    (local, local_epochs), (remote, remote_epochs) = runs["local"], runs["ray"]
+    assert local.metrics["finetune_best_epoch"] > 0  # fine-tuned weights kept, not the start
+    assert remote.metrics.keys() == local.metrics.keys()
+    assert remote.metrics == pytest.approx(local.metrics, abs=1e-4)
+    assert len(remote.history) == len(local.history) == len(local_epochs)
+    for got, want in zip(remote.history + remote_epochs, local.history + local_epochs, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)  # the epochs replayed to MLflow too
+    tensors = local.package.encoder_tensors
+    assert tensors and remote.package.encoder_tensors.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        got = remote.package.encoder_tensors[name]
+        torch.testing.assert_close(got, tensor, atol=1e-5, rtol=1e-4)
+    for name, tensor in local.package.head.state_dict().items():
+        got = remote.package.head.state_dict()[name]
+        torch.testing.assert_close(got, tensor, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(remote.test_probabilities, local.test_probabilities, atol=1e-5)

@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from marketplace.compute import Runner, run_batches
+from marketplace.compute import Runner, stream_batches
 from marketplace.data.export import read_export_csv
 from marketplace.data.schema import IMAGE_COLUMNS, IMAGE_EXTENSIONS, IMAGES_DIR, IMAGES_FILE
 
@@ -220,8 +220,9 @@ def clean_image_files(
     bar = tqdm(total=len(tasks), desc="clean_images", unit="img", disable=not progress)
     with bar:
         if runner is not None:
-            yield from run_batches(_cleaner, tasks, runner)
-            bar.update(len(tasks))
+            for block in stream_batches(_cleaner, tasks, runner):
+                yield from block
+                bar.update(len(block))
             return
         if workers == 1:
             for task in tasks:

@@ -9,6 +9,7 @@ vectors from different encoders would otherwise be mixed.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +24,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from marketplace.compute import Runner, run_batches
+from marketplace.compute import Runner, stream_batches
 from marketplace.config import EmbedImagesParams, EmbedTextParams
-from marketplace.io import write_npz
+from marketplace.io import RowBlocks, write_npz
 from marketplace.models.encoders import ImageEncoder, TextEncoder, image_backbone
 from marketplace.preprocessing import ImagePreprocessing, listing_text
 
@@ -74,6 +75,37 @@ class EmbeddingSet:
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         out[found] = self.vectors[rows[found]]
         return out, found
+
+
+@dataclass
+class EmbeddingStream:
+    """An ``EmbeddingSet`` whose vectors arrive in row blocks, in the order of ``ids``
+    (``compute.stream_batches``: one block in process, one per batch on Ray): saved block by
+    block, so the stage holds one batch of vectors and not the catalogue's, or collected."""
+
+    ids: np.ndarray  # str
+    blocks: Iterator[np.ndarray]  # float32 [k, D] each, consecutive rows
+    spec: Callable[[int], dict[str, Any]]  # who made the vectors, given their dimension
+
+    def save(self, path: Path) -> int:
+        """The file ``EmbeddingSet.save`` writes, to the byte; returns the dimension."""
+        first = next(self.blocks)
+        dim = int(first.shape[1])
+        vectors = (np.asarray(b, dtype=np.float32) for b in itertools.chain([first], self.blocks))
+        write_npz(
+            path,
+            {
+                "ids": self.ids.astype(str),
+                "vectors": RowBlocks(len(self.ids), vectors),
+                "spec": np.array(json.dumps(self.spec(dim), sort_keys=True)),
+            },
+        )
+        return dim
+
+    def collect(self) -> EmbeddingSet:
+        """All of it in memory."""
+        vectors = np.concatenate(list(self.blocks))
+        return EmbeddingSet(self.ids, vectors, self.spec(int(vectors.shape[1])))
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -230,10 +262,25 @@ def embed_catalogue_images(
 ) -> EmbeddingSet:
     """Embed every cleaned canvas in ``images_dir`` (``<image id>.jpg``), sorted by id;
     in this process, or batch by batch with ``runner`` (``marketplace.compute``)."""
+    return stream_catalogue_images(
+        images_dir, params, canvas_size=canvas_size, progress=progress, runner=runner
+    ).collect()
+
+
+def stream_catalogue_images(
+    images_dir: Path,
+    params: EmbedImagesParams,
+    *,
+    canvas_size: int,
+    progress: bool = True,
+    runner: Runner | None = None,
+) -> EmbeddingStream:
+    """``embed_catalogue_images`` as its vectors come (``EmbeddingStream.save`` writes them)."""
     paths = sorted(images_dir.glob("*.jpg"))
     make = functools.partial(image_embedder, params, canvas_size)
-    vectors = run_batches(make, [str(p) for p in paths], runner, progress=progress)
-    return EmbeddingSet(np.array([p.stem for p in paths]), vectors, image_spec(params, canvas_size))
+    blocks = stream_batches(make, [str(p) for p in paths], runner, progress=progress)
+    spec = image_spec(params, canvas_size)
+    return EmbeddingStream(np.array([p.stem for p in paths]), blocks, lambda _: spec)
 
 
 def text_embedder(
@@ -255,12 +302,23 @@ def embed_catalogue_texts(
 ) -> EmbeddingSet:
     """Embed each product's ``listing_text`` (one row per product id, sorted by id); in
     this process, or batch by batch with ``runner`` (``marketplace.compute``)."""
+    return stream_catalogue_texts(products, params, progress=progress, runner=runner).collect()
+
+
+def stream_catalogue_texts(
+    products: pd.DataFrame,
+    params: EmbedTextParams,
+    *,
+    progress: bool = True,
+    runner: Runner | None = None,
+) -> EmbeddingStream:
+    """``embed_catalogue_texts`` as its vectors come (``EmbeddingStream.save`` writes them)."""
     unique = products.drop_duplicates("product_id").sort_values("product_id")
     texts = [
         listing_text(t, d) for t, d in zip(unique["title"], unique["description"], strict=True)
     ]
     make = functools.partial(text_embedder, params)
-    vectors = run_batches(make, texts, runner, progress=progress)
-    return EmbeddingSet(
-        unique["product_id"].to_numpy(str), vectors, text_spec(params, vectors.shape[1])
+    blocks = stream_batches(make, texts, runner, progress=progress)
+    return EmbeddingStream(
+        unique["product_id"].to_numpy(str), blocks, functools.partial(text_spec, params)
     )

@@ -8,9 +8,13 @@ is kept only where it beats it on val.
 
 - vision: photos are the cleaned canvases (``outputs/images``), held in memory as uint8 at
   the encoder's input size; training batches get a random resized crop, a horizontal flip
-  and colour jitter (torchvision transforms v2), one draw per photo.
+  and colour jitter (torchvision transforms v2), one draw per photo and step.
 - text: listing texts are tokenised once; batches carry the TF-IDF rows too, so the wide
   part of the text model keeps training alongside.
+
+The loop runs in this process (``training.loop.fit``) or, with ``compute.backend: ray``,
+data parallel on Ray Train workers (``training.distributed.data_parallel``): the caller
+passes the ``fit_function``.
 
 Returns the trained encoder + head and the encoder tensors that changed (the unfrozen
 stages), which travel with the model (``ClassifierPackage.encoder_tensors``).
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,7 +37,7 @@ from marketplace.models.encoders import ImageEncoder, TextEncoder
 from marketplace.models.finetune import PixelClassifier, TokenClassifier
 from marketplace.preprocessing import ImagePreprocessing
 from marketplace.training.features import SplitData
-from marketplace.training.loop import FitConfig, FitResult, fit
+from marketplace.training.loop import FitConfig, FitFunction, FitResult, fit
 
 IMAGE_PREFIX = "image_encoder."
 TEXT_PREFIX = "text_encoder."
@@ -69,27 +74,39 @@ def load_pixels(
         return torch.stack(list(pool.map(preprocessing.pixels_from_file, files, chunksize=32)))
 
 
-def photo_augmentation(image_size: int, seed: int) -> Callable[[list[Any]], list[Any]]:
-    """Per-photo random resized crop, horizontal flip and colour jitter on uint8 batches."""
-    from torchvision.transforms import v2  # after marketplace.models' torchvision shim
+class PhotoAugmentation:
+    """Per-photo random resized crop, horizontal flip and colour jitter on uint8 batches
+    (``training.loop.Augment``). A photo's draws are keyed by the seed, the step and its
+    row in the training set, so it gets the same augmentation in one process or on any
+    DDP worker; they are taken under ``torch.random.fork_rng``, leaving torch's global
+    generator (dropout's) as it was. Picklable, for Ray Train workers."""
 
-    transform = v2.Compose(
-        [
-            v2.RandomResizedCrop(image_size, scale=(0.6, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        ]
-    )
-    generator = torch.Generator().manual_seed(seed)
+    def __init__(self, image_size: int, seed: int) -> None:
+        self.image_size, self.seed, self.step = image_size, seed, 0
+        self._transform: Any = None
 
-    def augment(batch: list[Any]) -> list[Any]:
-        pixels = batch[0]
-        # v2 draws from torch's global generator: seed it per batch from our own stream so
-        # a run is repeatable whatever else consumed random numbers.
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        return [torch.stack([transform(p) for p in pixels]), *batch[1:]]
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_transform": None}  # built again where it runs
 
-    return augment
+    def __call__(self, batch: list[Any], rows: np.ndarray) -> list[Any]:
+        if self._transform is None:
+            from torchvision.transforms import v2  # after marketplace.models' torchvision shim
+
+            self._transform = v2.Compose(
+                [
+                    v2.RandomResizedCrop(self.image_size, scale=(0.6, 1.0), antialias=True),
+                    v2.RandomHorizontalFlip(),
+                    v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+                ]
+            )
+        self.step += 1
+        out = []
+        with torch.random.fork_rng(devices=[]):
+            for photo, row in zip(batch[0], rows.tolist(), strict=True):
+                # v2 draws from torch's global generator: one seed per (run, step, photo).
+                torch.manual_seed(hash((self.seed, self.step, row)) & 0x7FFF_FFFF_FFFF_FFFF)
+                out.append(self._transform(photo))
+        return [torch.stack(out), *batch[1:]]
 
 
 def _prefixed_epochs(
@@ -111,9 +128,12 @@ def finetune_vision(
     epoch_offset: int = 0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     encoder: ImageEncoder | None = None,
+    fit_function: FitFunction = fit,
 ) -> Finetuned:
     """Fine-tune the last ``params.finetune_blocks`` stages of the image encoder with
-    ``head`` (trained, modified in place) on the photos of ``data`` (ids = image ids)."""
+    ``head`` (trained, modified in place) on the photos of ``data`` (ids = image ids),
+    with ``fit_function``: ``training.loop.fit`` in this process, or data parallel on Ray
+    (``training.distributed.data_parallel``)."""
     stages = params.finetune_blocks
     encoder = encoder if encoder is not None else ImageEncoder(spec["encoder"])
     encoder.freeze(stages)
@@ -128,13 +148,13 @@ def finetune_vision(
         for name, part in data.items()
     }
     torch.manual_seed(seed)
-    result = fit(
+    result = fit_function(
         model,
         (inputs["train"], data["train"].labels),
         (inputs["val"], data["val"].labels),
         _config(params, seed),
         on_epoch=_prefixed_epochs(on_epoch, epoch_offset),
-        augment=photo_augmentation(spec["image_size"], seed) if params.augment else None,
+        augment=PhotoAugmentation(spec["image_size"], seed) if params.augment else None,
     )
     tensors = {IMAGE_PREFIX + k: v.contiguous() for k, v in encoder.stage_state(stages).items()}
     return Finetuned(model.eval(), inputs, result, tensors, stages)
@@ -151,10 +171,11 @@ def finetune_text(
     epoch_offset: int = 0,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     encoder: TextEncoder | None = None,
+    fit_function: FitFunction = fit,
 ) -> Finetuned:
     """Fine-tune the last ``params.finetune_layers`` transformer layers with ``head`` (a
     trained ``TextClassifier``, modified in place); ``texts`` are the listing texts of
-    each split, row-aligned with ``data``."""
+    each split, row-aligned with ``data``. ``fit_function`` as for ``finetune_vision``."""
     stages = params.finetune_layers
     encoder = (
         encoder
@@ -168,7 +189,7 @@ def finetune_text(
         tokens = encoder.tokenize(list(texts[name]), fixed_length=True)
         inputs[name] = [*part.inputs[:-1], tokens["input_ids"], tokens["attention_mask"]]
     torch.manual_seed(seed)
-    result = fit(
+    result = fit_function(
         model,
         (inputs["train"], data["train"].labels),
         (inputs["val"], data["val"].labels),

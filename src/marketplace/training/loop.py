@@ -12,8 +12,9 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -50,6 +51,25 @@ class FitResult:
 # A model's inputs: row-aligned tensors, or scipy sparse rows (anything indexable by an
 # integer array along its first axis).
 Batch = Sequence[Any]
+# A batch's inputs and their row numbers in the training set -> augmented inputs. Draws
+# keyed by row number give a row the same augmentation whichever DDP worker it lands on.
+Augment = Callable[[list[Any], np.ndarray], list[Any]]
+
+
+class FitFunction(Protocol):
+    """``fit``, or a drop-in that trains elsewhere (``training.distributed.data_parallel``):
+    trains ``model`` in place and returns its ``FitResult``."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        train: tuple[Batch, torch.Tensor],
+        val: tuple[Batch, torch.Tensor],
+        config: FitConfig,
+        *,
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+        augment: Augment | None = None,
+    ) -> FitResult: ...
 
 
 def predict_logits(model: nn.Module, inputs: Batch, batch_size: int = 1024) -> torch.Tensor:
@@ -104,7 +124,7 @@ def fit(
     if world > 1 and hasattr(model, "training_loss"):
         raise ValueError("a head with its own loss terms trains in one process only")
     forward = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed + rank)  # dropout: each worker its own masks
     generator = torch.Generator().manual_seed(config.seed)
     (train_inputs, train_labels), (val_inputs, val_labels) = train, val
     # Embedding tables with sparse gradients (the TF-IDF weights of the wide parts, half a
@@ -141,11 +161,16 @@ def fit(
         total_loss, correct, seen = 0.0, 0, 0
         for start in range(0, n, config.batch_size):
             rows = order[start : start + config.batch_size]
-            rows = rows[rank::world] if len(rows) >= world else rows  # every rank steps
+            # This worker's rows (all of them on every worker if fewer than the workers),
+            # and its share of the batch: DDP averages the workers' gradients.
+            share = 1.0
+            if world > 1 and len(rows) >= world:
+                size, rows = len(rows), rows[rank::world]
+                share = len(rows) * world / size
             labels = train_labels[torch.from_numpy(rows)]
             batch = [x[rows] for x in train_inputs]
             if augment is not None:
-                batch = augment(batch)
+                batch = augment(batch, rows)
             if hasattr(model, "training_loss"):  # a head with its own terms (per-branch)
                 loss, logits = model.training_loss(batch, labels, config.label_smoothing)
             else:
@@ -153,7 +178,7 @@ def fit(
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             for optimiser in optimisers:
                 optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if share != 1.0 else loss).backward()
             for optimiser in optimisers:
                 optimiser.step()
             total_loss += loss.item() * len(rows)
@@ -161,10 +186,14 @@ def fit(
             seen += len(rows)
         for scheduler in schedulers:
             scheduler.step()
+        if world > 1:  # the epoch's train figures over every worker's rows
+            sums = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
+            torch.distributed.all_reduce(sums)
+            total_loss, correct, seen = sums[0].item(), int(sums[1]), int(sums[2])
         val_loss, val_accuracy = _evaluate(model, val_inputs, val_labels, config.eval_batch_size)
         record = {
             "epoch": float(epoch),
-            "train_loss": total_loss / max(seen, 1),  # this worker's rows
+            "train_loss": total_loss / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,

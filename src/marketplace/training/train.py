@@ -38,7 +38,7 @@ from marketplace.training.features import (
     vision_data,
 )
 from marketplace.training.finetune import Finetuned, finetune_text, finetune_vision
-from marketplace.training.loop import FitConfig, fit, predict_logits
+from marketplace.training.loop import FitConfig, FitFunction, fit, predict_logits
 from marketplace.training.metrics import classification_metrics, per_class_report
 
 
@@ -128,13 +128,16 @@ def train_classifier(
     text_features: TextFeatures | None = None,
     images_dir: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    fit_function: FitFunction = fit,
 ) -> TrainedModel:
     """Fit the ``vision``, ``text`` or ``combined`` classifier; see the module docstring.
 
     ``text_features`` (the ``tfidf`` stage's output, or ``features.build_text_features``)
     is needed by the text and combined models, ``images`` by vision and combined, ``texts``
     by text and combined. ``images_dir`` (the cleaned canvases) is read only to fine-tune
-    the vision encoder.
+    the vision encoder. ``fit_function`` runs the fine-tuning (``training.loop.fit`` here,
+    or ``training.distributed.fit_function(compute)``: data parallel on Ray); heads on
+    cached vectors always train here (seconds).
     """
     torch.manual_seed(params.seed)
     n_classes = len(label_map)
@@ -217,6 +220,7 @@ def train_classifier(
             params.seed,
             epoch_offset=len(history),
             on_epoch=on_epoch,
+            fit_function=fit_function,
         )
     elif kind == "text" and params.text.finetune_layers > 0:
         assert texts is not None
@@ -229,6 +233,7 @@ def train_classifier(
             params.seed,
             epoch_offset=len(history),
             on_epoch=on_epoch,
+            fit_function=fit_function,
         )
     if tuned is not None:
         history += [{**r, "epoch": r["epoch"] + len(history)} for r in tuned.result.history]
