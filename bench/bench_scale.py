@@ -11,8 +11,8 @@ and batched qps against exact. Then the index's "more like this" lists
 (``ProductIndex.neighbour_rows``, k = ``index.neighbours``) on a shard of ``--shard``
 products, in process and on a local Ray with 2 actors, projected to 1M products.
 
-``embed``: ``embed_catalogue_images`` on the first ``--photos`` cleaned canvases of the
-real export (cleaned here into a scratch folder first), in process and with
+``embed``: ``stream_catalogue_images(...).collect()`` on the first ``--photos`` cleaned
+canvases of the real export (cleaned here into a scratch folder first), in process and with
 ``compute.backend: ray`` at 1 and 2 workers (each with ``cpus_per_worker`` CPUs), with the
 max abs difference of the vectors: img/s and Ray's overhead (BENCHMARKS.md projects the
 hours for 1M and 10M photos on N nodes from them, with the arithmetic).
@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from bench_faiss import QUERY_KINDS, index_size, make_database, make_queries, make_structure
 
-from marketplace.compute import run_batches, stream_batches
+from marketplace.compute import Runner, run_batches, stream_batches
 from marketplace.config import load_params
 from marketplace.index import INDEX_FORMAT, IndexMeta, ProductIndex, _neighbour_search
 from marketplace.indexing import build_faiss
@@ -170,7 +170,7 @@ def neighbour_lists(index: faiss.Index, args: argparse.Namespace) -> dict:
 
 def bench_embed(args: argparse.Namespace) -> None:
     from marketplace.data.images import clean_image_files, index_image_files
-    from marketplace.models.embedding import embed_catalogue_images
+    from marketplace.models.embedding import stream_catalogue_images
 
     export = ROOT.parent / "shared" / "data" / "marketplace"
     out = args.out
@@ -182,9 +182,12 @@ def bench_embed(args: argparse.Namespace) -> None:
     photos = len(list(canvases.glob("*.jpg")))
     result: dict = {"photos": photos, "load_at_start": os.getloadavg(), "runs": []}
     result["running_cluster"] = args.running_cluster
-    embed = functools.partial(
-        embed_catalogue_images, canvases, PARAMS.embed_images, canvas_size=size, progress=False
-    )
+
+    def embed(on: Runner | None = None) -> EmbeddingSet:
+        return stream_catalogue_images(
+            canvases, PARAMS.embed_images, canvas_size=size, progress=False, runner=on
+        ).collect()
+
     result["cpus"] = sorted(os.sched_getaffinity(0))  # taskset -c 0: one core for all
     local = None
     if not args.no_local:
@@ -213,7 +216,7 @@ def bench_embed(args: argparse.Namespace) -> None:
             }
         )
         started = time.perf_counter()
-        got = embed(runner=runner(compute))
+        got = embed(runner(compute))
         seconds = time.perf_counter() - started
         result["runs"].append({
             "backend": "ray", "workers": workers, "cpus_per_worker": args.cpus_per_worker,

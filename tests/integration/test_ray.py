@@ -25,7 +25,11 @@ from PIL import Image, ImageDraw
 from marketplace.config import load_params
 from marketplace.data.images import clean_export_images
 from marketplace.data.labels import LabelMap
-from marketplace.models.embedding import EmbeddingSet, embed_catalogue_images, embed_catalogue_texts
+from marketplace.models.embedding import (
+    EmbeddingSet,
+    stream_catalogue_images,
+    stream_catalogue_texts,
+)
 from marketplace.ray_compute import runner
 from marketplace.training.distributed import fit_function
 from marketplace.training.train import train_classifier
@@ -108,10 +112,10 @@ def test_clean_and_embed_stages_on_ray_equal_the_local_path(
     for path in canvases.iterdir():  # the same canvases, to the byte
         assert path.read_bytes() == (local_canvases / path.name).read_bytes()
     local = {
-        "embed_images": embed_catalogue_images(
+        "embed_images": stream_catalogue_images(
             canvases, PARAMS.embed_images, canvas_size=PARAMS.clean_images.size, progress=False
-        ),
-        "embed_text": embed_catalogue_texts(listings, PARAMS.embed_text, progress=False),
+        ).collect(),
+        "embed_text": stream_catalogue_texts(listings, PARAMS.embed_text, progress=False).collect(),
     }
     for stage, expected in local.items():
         got = EmbeddingSet.load(out[stage])

@@ -10,7 +10,7 @@ from marketplace.config import load_params
 from marketplace.data.images import clean_export_images
 from marketplace.data.split import split_products
 from marketplace.data.tabular import clean_tables
-from marketplace.models.embedding import embed_catalogue_images, embed_catalogue_texts
+from marketplace.models.embedding import stream_catalogue_images, stream_catalogue_texts
 from marketplace.models.tfidf import TfidfConfig
 from marketplace.training.features import build_text_features, products_table
 from marketplace.training.train import train_classifier
@@ -43,10 +43,10 @@ def test_three_classifiers_learn_on_a_real_subset(real_export: Path, tmp_path: P
         export, tmp_path / "clean", size=256, jpeg_quality=90, workers=2, progress=False
     )
     assert (report["status"] != "not_an_image").all()
-    images = embed_catalogue_images(
+    images = stream_catalogue_images(
         tmp_path / "clean", params.embed_images, canvas_size=256, progress=False
-    )
-    texts = embed_catalogue_texts(subset, params.embed_text, progress=False)
+    ).collect()
+    texts = stream_catalogue_texts(subset, params.embed_text, progress=False).collect()
     splits = split_products(subset, seed=0, val_fraction=0.2, test_fraction=0.2)
     features = build_text_features(
         products_table(subset),

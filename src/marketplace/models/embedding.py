@@ -53,14 +53,7 @@ class EmbeddingSet:
 
     def save(self, path: Path) -> None:
         """One ``.npz``: ids, float32 vectors and the spec as JSON (same vectors, same bytes)."""
-        write_npz(
-            path,
-            {
-                "ids": self.ids.astype(str),
-                "vectors": self.vectors.astype(np.float32),
-                "spec": np.array(json.dumps(self.spec, sort_keys=True)),
-            },
-        )
+        _write_embeddings(path, self.ids, self.vectors.astype(np.float32), self.spec)
 
     @classmethod
     def load(cls, path: Path) -> EmbeddingSet:
@@ -92,20 +85,27 @@ class EmbeddingStream:
         first = next(self.blocks)
         dim = int(first.shape[1])
         vectors = (np.asarray(b, dtype=np.float32) for b in itertools.chain([first], self.blocks))
-        write_npz(
-            path,
-            {
-                "ids": self.ids.astype(str),
-                "vectors": RowBlocks(len(self.ids), vectors),
-                "spec": np.array(json.dumps(self.spec(dim), sort_keys=True)),
-            },
-        )
+        _write_embeddings(path, self.ids, RowBlocks(len(self.ids), vectors), self.spec(dim))
         return dim
 
     def collect(self) -> EmbeddingSet:
         """All of it in memory."""
         vectors = np.concatenate(list(self.blocks))
         return EmbeddingSet(self.ids, vectors, self.spec(int(vectors.shape[1])))
+
+
+def _write_embeddings(
+    path: Path, ids: np.ndarray, vectors: np.ndarray | RowBlocks, spec: dict[str, Any]
+) -> None:
+    """The embeddings file (``EmbeddingSet.load`` reads it), from whole or streamed vectors."""
+    write_npz(
+        path,
+        {
+            "ids": ids.astype(str),
+            "vectors": vectors,
+            "spec": np.array(json.dumps(spec, sort_keys=True)),
+        },
+    )
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -252,21 +252,6 @@ def image_embedder(
     )
 
 
-def embed_catalogue_images(
-    images_dir: Path,
-    params: EmbedImagesParams,
-    *,
-    canvas_size: int,
-    progress: bool = True,
-    runner: Runner | None = None,
-) -> EmbeddingSet:
-    """Embed every cleaned canvas in ``images_dir`` (``<image id>.jpg``), sorted by id;
-    in this process, or batch by batch with ``runner`` (``marketplace.compute``)."""
-    return stream_catalogue_images(
-        images_dir, params, canvas_size=canvas_size, progress=progress, runner=runner
-    ).collect()
-
-
 def stream_catalogue_images(
     images_dir: Path,
     params: EmbedImagesParams,
@@ -275,7 +260,9 @@ def stream_catalogue_images(
     progress: bool = True,
     runner: Runner | None = None,
 ) -> EmbeddingStream:
-    """``embed_catalogue_images`` as its vectors come (``EmbeddingStream.save`` writes them)."""
+    """Embed every cleaned canvas in ``images_dir`` (``<image id>.jpg``), sorted by id; in
+    this process, or batch by batch with ``runner`` (``marketplace.compute``). The vectors
+    come as they are made: ``EmbeddingStream.save`` writes them, ``collect`` holds them."""
     paths = sorted(images_dir.glob("*.jpg"))
     make = functools.partial(image_embedder, params, canvas_size)
     blocks = stream_batches(make, [str(p) for p in paths], runner, progress=progress)
@@ -293,18 +280,6 @@ def text_embedder(
     )
 
 
-def embed_catalogue_texts(
-    products: pd.DataFrame,
-    params: EmbedTextParams,
-    *,
-    progress: bool = True,
-    runner: Runner | None = None,
-) -> EmbeddingSet:
-    """Embed each product's ``listing_text`` (one row per product id, sorted by id); in
-    this process, or batch by batch with ``runner`` (``marketplace.compute``)."""
-    return stream_catalogue_texts(products, params, progress=progress, runner=runner).collect()
-
-
 def stream_catalogue_texts(
     products: pd.DataFrame,
     params: EmbedTextParams,
@@ -312,7 +287,9 @@ def stream_catalogue_texts(
     progress: bool = True,
     runner: Runner | None = None,
 ) -> EmbeddingStream:
-    """``embed_catalogue_texts`` as its vectors come (``EmbeddingStream.save`` writes them)."""
+    """Embed each product's ``listing_text`` (one row per product id, sorted by id); in this
+    process, or batch by batch with ``runner``. ``EmbeddingStream.save`` writes the vectors
+    as they come, ``collect`` holds them."""
     unique = products.drop_duplicates("product_id").sort_values("product_id")
     texts = [
         listing_text(t, d) for t, d in zip(unique["title"], unique["description"], strict=True)
