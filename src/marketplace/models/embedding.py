@@ -160,10 +160,8 @@ def embed_image_files(
         encoder.to(memory_format=torch.channels_last)
     out = np.zeros((len(paths), encoder.embedding_dim), dtype=np.float32)
     with tqdm(total=len(paths), desc="embed images", unit="img", disable=not progress) as bar:
-        for start in range(0, len(paths), batch_size):
-            pixels = torch.stack(
-                [preprocessing.from_file(p) for p in paths[start : start + batch_size]]
-            )
+        for start, batch in zip(itertools.count(0, batch_size), _batches(paths, batch_size)):
+            pixels = torch.stack([preprocessing.from_file(p) for p in batch])
             if channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             with inference_context(bf16):
