@@ -121,6 +121,19 @@ class Stack:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port('postgres')}/mlflow"
 
     @property
+    def marketplace_db_uri(self) -> str:
+        """The API's live databases (catalogue log, prediction log) on the stack."""
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port('postgres')}/marketplace"
+
+    def serving_env(self) -> dict[str, str]:
+        """What the API and the live commands need to use the stack (``stack env``)."""
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MARKETPLACE_CATALOGUE_URL": self.marketplace_db_uri,
+            "MARKETPLACE_PREDICTION_LOG_URL": self.marketplace_db_uri,
+        }
+
+    @property
     def s3_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port('s3')}"
 
@@ -299,9 +312,10 @@ class Stack:
                 time.sleep(0.1)
         conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
         with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'mlflow'")
-            if cursor.fetchone() is None:
-                cursor.execute("CREATE DATABASE mlflow")
+            for database in ("mlflow", "marketplace"):  # the registry; the API's live logs
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f"CREATE DATABASE {database}")
         conn.close()
 
     def _s3_command(self) -> tuple[list[str], dict[str, str], str | None]:
@@ -357,7 +371,7 @@ class Stack:
             f"state and logs: {self.root}",
             "",
             "use it:",
-            f"  export MLFLOW_TRACKING_URI={self.tracking_uri}",
+            "  eval $(python -m ops.stack env)   # MLflow, catalogue and prediction log",
             "  make demo            # trains, registers, promotes through the stack",
             "  make stack-dvc       # the stack's S3 as this clone's DVC remote, then dvc push",
         ]
@@ -460,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         if not stack.running("mlflow"):
             print("stack: not running (make stack)", file=sys.stderr)
             return 1
-        print(f"export MLFLOW_TRACKING_URI={stack.tracking_uri}")
+        for key, value in stack.serving_env().items():
+            print(f"export {key}={value}")
     else:
         stack.configure_dvc_remote(Path.cwd())
         print(f"DVC remote 'team' -> s3://dvc at {stack.s3_endpoint} (keys in .dvc/config.local)")

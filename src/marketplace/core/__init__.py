@@ -1,0 +1,1 @@
+"""Infrastructure every layer may use: the live databases (``db``)."""

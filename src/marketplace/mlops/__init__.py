@@ -1,0 +1,1 @@
+"""Operating models in production: the prediction log and its feedback."""
