@@ -1,4 +1,4 @@
-"""The live databases' engine: SQLite files in WAL mode with full sync, URLs from the environment."""
+"""The live databases' engine: SQLite in WAL mode with full sync, URLs from the environment."""
 
 from __future__ import annotations
 
