@@ -1,0 +1,1 @@
+"""Similar products at serve time: the catalogue's live changes on top of the built index."""
