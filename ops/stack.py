@@ -36,6 +36,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DIR = Path(".stack")
 SERVICES = ("postgres", "s3", "mlflow")  # start order; stopped in reverse
@@ -194,8 +195,8 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped as one
-            user=user,
             cwd=self.root,
+            **_as_user(user),
         )
         log.close()
         self._children[name] = process
@@ -273,6 +274,8 @@ class Stack:
     def _postgres_command(self) -> tuple[list[str], dict[str, str], str | None]:
         data = self.root / "postgres"
         user = _postgres_user()
+        if user is not None:
+            _check_traversable(_pg_bin("postgres"), user)
         if not (data / "PG_VERSION").exists():
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir(mode=0o700)
@@ -283,7 +286,7 @@ class Stack:
                  "--encoding=utf8", "--no-instructions"],
                 check=True,
                 capture_output=True,
-                user=user,
+                **_as_user(user),
             )  # fmt: skip
         argv = [
             str(_pg_bin("postgres")),
@@ -414,19 +417,41 @@ def _postgres_user() -> str | None:
     return PG_SYSTEM_USER
 
 
+def _as_user(user: str | None) -> dict[str, Any]:
+    """``subprocess`` arguments that run a command as ``user`` with that user's groups only.
+
+    ``user=`` alone changes the uid but keeps root's gid 0 and supplementary groups: the
+    service would hold root's group rights, and the kernel would check a root-owned
+    folder's *group* bits for it (a ``chmod o+x`` folder would stay closed to it).
+    """
+    if user is None:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def _check_traversable(path: Path, user: str) -> None:
+    """The service's user (neither root nor in root's group) must reach ``path`` (as named
+    and through links): every folder above it needs ``o+x``. Said clearly here rather
+    than as initdb's EACCES."""
+    absolute = Path(os.path.abspath(path))
+    for parent in sorted({*absolute.parents, *absolute.resolve().parents}):
+        if not parent.stat().st_mode & 0o001:
+            raise StackError(
+                f"PostgreSQL runs as {user!r} (not root) and cannot reach {path}: "
+                f"{parent} is not traversable by others (chmod o+x {parent}, or choose "
+                "another STACK_DIR or clone location)"
+            )
+
+
 def _chown(path: Path, user: str) -> None:
     import pwd
 
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
-    # The server's user must reach its data folder: every parent needs o+x.
-    for parent in path.resolve().parents:
-        if not parent.stat().st_mode & 0o001:
-            raise StackError(
-                f"PostgreSQL runs as {user!r} (not root) and cannot reach {path}: "
-                f"{parent} is not traversable by others (chmod o+x {parent}, or choose "
-                "another STACK_DIR)"
-            )
+    _check_traversable(path, user)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
