@@ -12,17 +12,15 @@ tags on the versions involved: when, what it replaced, the metrics compared.
 
 Promotions and rollbacks of one alias hold a lock while they read and write the alias
 and its history, so two at once cannot interleave (a read-modify-write race on the
-history): the lock is a registered model named ``<name>.<alias>.lock``, created on entry
-and deleted on exit. Creating a registered model is atomic in every MLflow store (the
-name is the table's key), so the second caller is refused with a clear message.
+history): ``<name>.<alias>.lock`` in the registry itself, with an owner and a lease
+(``marketplace.mlops.registry_lock``). A second caller is refused at once with the
+holder's name and age; a holder that died blocks others at most for its lease.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from typing import Any
 
 from marketplace.config import PromoteParams
 from marketplace.errors import StageError
+from marketplace.mlops import registry_lock
 from marketplace.models.query import QUERY_KINDS, kind_slug
 from marketplace.registry import INDEX_TAG
 
@@ -126,42 +125,17 @@ def _now() -> str:
 
 
 @contextlib.contextmanager
-def alias_lock(client: Any, name: str, alias: str) -> Iterator[None]:
+def alias_lock(
+    client: Any, name: str, alias: str, lease_s: float = registry_lock.LEASE_S
+) -> Iterator[None]:
     """Hold the lock of ``name@alias`` (see the module's docstring) or refuse at once."""
-    from mlflow.exceptions import MlflowException
-
-    lock = f"{name}.{alias}.lock"
-    holder = f"{socket.gethostname()} pid {os.getpid()}"
-    for attempt in range(3):
-        try:
-            client.create_registered_model(
-                lock,
-                tags={"holder": holder, "since": _now()},
-                description=f"held while a promotion or rollback of {name}@{alias} runs",
-            )
-            break
-        except MlflowException as exc:
-            # A create that collides with a lock released a moment later answers "does not
-            # exist" (MLflow's SQL store re-reads the existing row to word its error): the
-            # lock is free again, so try once more.
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" and attempt < 2:
-                continue
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        try:
-            tags = client.get_registered_model(lock).tags
-        except MlflowException:  # released in between
-            tags = {}
-        raise PromotionRefusedError(
-            f"another promotion or rollback of {name}@{alias} is in progress "
-            f"({tags.get('holder', 'unknown holder')}, since {tags.get('since', '?')}); "
-            f"nothing was changed, retry when it has finished. If that process is gone, "
-            f"delete the registered model {lock!r} and retry."
-        ) from None
     try:
-        yield
-    finally:
-        client.delete_registered_model(lock)
+        with registry_lock.registry_lock(
+            client, f"{name}.{alias}.lock", f"a promotion or rollback of {name}@{alias}", lease_s
+        ):
+            yield
+    except registry_lock.LockHeldError as exc:
+        raise PromotionRefusedError(str(exc)) from None
 
 
 def _history_tag(alias: str) -> str:

@@ -148,3 +148,44 @@ def test_a_version_that_is_not_ready_is_never_promoted(
     with pytest.raises(PromotionRefusedError, match="FAILED_REGISTRATION, not READY"):
         promote(client, NAME, "2", GATE, force=True)
     assert _alias(client) == "1"
+
+
+HOLDER = """
+import sys, time
+from mlflow import MlflowClient
+from marketplace.promotion import alias_lock
+client = MlflowClient(sys.argv[1], sys.argv[1])
+with alias_lock(client, sys.argv[2], "production", lease_s=float(sys.argv[3])):
+    print(time.time(), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_holder_killed_with_sigkill_blocks_for_at_most_its_lease(client: MlflowClient) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lease = 3.0
+    uri = client._registry_uri
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, uri, NAME, str(lease)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        taken = float(holder.stdout.readline())  # type: ignore[union-attr]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with pytest.raises(PromotionRefusedError, match=rf"in progress \(.* pid {holder.pid}, hold"):
+        promote(client, NAME, "1", GATE)
+    while True:
+        try:
+            promote(client, NAME, "1", GATE)
+            break
+        except PromotionRefusedError:
+            assert time.time() < taken + lease + 2, "still blocked after the dead holder's lease"
+            time.sleep(0.1)
+    assert time.time() >= taken + lease - 0.5  # held until its lease ran out, not before
+    assert _alias(client) == "1"
+    assert not client.search_model_versions(f"name = '{NAME}.production.lock'")  # cleared

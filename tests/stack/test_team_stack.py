@@ -232,7 +232,7 @@ def test_concurrent_promotions_leave_one_consistent_history(stack: Stack) -> Non
     assert history == ["1", *sorted(promoted, key=lambda v: history.index(v))]
     for line in outputs:
         assert line.startswith("promoted") or "in progress" in line, line
-    assert not client.search_registered_models("name = 'race.production.lock'")  # released
+    assert not client.search_model_versions("name = 'race.production.lock'")  # released
 
 
 def test_s3_down_during_log_model_registers_nothing(
