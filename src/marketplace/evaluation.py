@@ -147,6 +147,9 @@ def api_predictor(url: str, categories: Sequence[str], timeout: float = 60.0) ->
     ``k`` = every category so that the log-loss sees the whole distribution."""
     import httpx
 
+    # httpx logs every request at INFO: thousands of lines for an export. Only failures
+    # matter here (they raise with the API's answer); evaluate() shows a progress bar.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
     position = {c: i for i, c in enumerate(categories)}
 
@@ -221,10 +224,16 @@ def evaluate(
     """Score every query; metrics keyed ``<kind>_<metric>`` (``image_text_accuracy`` ...)."""
     if not queries.queries:
         raise ValueError("the export has no product that the model can be asked about")
+    from tqdm.auto import tqdm
+
     position = {c: i for i, c in enumerate(categories)}
-    probabilities = np.concatenate(
-        [predict(batch) for batch in _batches(queries.queries, MODEL_BATCH)]
-    )
+    scored = []
+    # A progress bar on a terminal (none in logs or CI: disable=None).
+    with tqdm(total=len(queries.queries), unit="query", desc="scoring", disable=None) as bar:
+        for batch in _batches(queries.queries, MODEL_BATCH):
+            scored.append(predict(batch))
+            bar.update(len(batch))
+    probabilities = np.concatenate(scored)
     labels = np.array([position[q.category] for q in queries.queries])
     kinds = np.array([q.kind for q in queries.queries])
     metrics: dict[str, float] = {"products": float(queries.products)}
