@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from marketplace.inference import Marketplace
 from serving.batching import PredictBatcher
 from serving.contract import publish
+from serving.errors import install as install_error_handlers
 from serving.observability import RegistryProbe, instrument
 from serving.routers import admin, health, images, model, page, predict, similar
 from serving.settings import Settings
@@ -117,6 +118,8 @@ def create_app(
     app.include_router(images.router)
     app.include_router(page.router)
     app.mount("/static", page.assets(), name="static")
+
+    install_error_handlers(app)  # InputError -> 422, any other exception -> 500 (request id)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -21,13 +21,13 @@ async def call_model(function: Callable[..., T], **kwargs: Any) -> T:
 
 
 async def model_errors(call: Awaitable[T]) -> T:
-    """Await model code; bad photos and inputs become 422."""
+    """Await model code; bad photos become 422 with their reason. Other input errors
+    (``InputError``) are 422 and anything else 500 through the app's handlers
+    (serving/errors.py): a ``ValueError`` from inside the model is a bug, not bad input."""
     try:
         return await call
     except ImageError as exc:
         raise HTTPException(422, f"unreadable image ({exc.reason}): {exc.detail}") from None
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
 
 
 def model_ref(market: Marketplace) -> ModelRef:

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
+from marketplace.errors import InputError
 from marketplace.index import ProductIndex, branch_vectors, package_sha256, query_vector
 from marketplace.models.classifier import ListingClassifier
 from marketplace.models.query import query_kind
@@ -211,7 +212,7 @@ class Marketplace:
     ) -> tuple[np.ndarray, str]:
         """The query vector in the index space and which kind of query it is."""
         if image is None and not text:
-            raise ValueError("send a photo, a text, or both")
+            raise InputError("send a photo, a text, or both")
         text_vec = image_vec = None
         if text:
             text_vec = self.classifier.text_embeddings([text]).numpy()

@@ -69,3 +69,35 @@ def test_request_id_is_echoed_and_logged(
     loaded = [r for r in caplog.records if r.name == "serving" and "serving" in r.getMessage()]
     assert loaded and all(r.correlation_id == mine for r in loaded)  # type: ignore[attr-defined]
     assert _samples(client)[("marketplace_model_reloads_total", (("outcome", "success"),))] == 2
+
+
+def test_a_bug_in_the_model_is_a_500_with_its_request_id_not_a_client_error(
+    client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from marketplace.errors import InputError
+
+    market = client.app.state.holder.current  # type: ignore[attr-defined]
+    app = create_app(client.app.state.settings, loader=lambda: market)  # type: ignore[attr-defined]
+
+    def broken(**_: object) -> None:
+        raise ValueError("shapes (1,384) and (512,) not aligned")  # a bad reload, say
+
+    def refused(**_: object) -> None:
+        raise InputError("a listing needs a photo, a text, or both")
+
+    with TestClient(app, raise_server_exceptions=False) as other:
+        monkeypatch.setattr(market, "similar", broken)
+        with caplog.at_level(logging.ERROR, logger="serving"):
+            response = other.post("/similar", data={"text": "sofa"})
+        assert response.status_code == 500, response.text
+        body = response.json()
+        assert body["request_id"] == response.headers["x-request-id"] != "-"
+        assert body["request_id"] in body["detail"] and "shapes" not in body["detail"]
+        logged = [r for r in caplog.records if body["request_id"] in r.getMessage()]
+        assert logged and "not aligned" in logged[0].getMessage() and logged[0].exc_info
+        monkeypatch.setattr(market, "similar", refused)  # the project's own input error
+        response = other.post("/similar", data={"text": "sofa"})
+        assert response.status_code == 422 and "a photo, a text" in response.json()["detail"]
+        samples = _samples(other)
+    assert samples[("http_requests_total", (("handler", "/similar"), ("method", "POST"),
+                    ("status", "500")))] == 1  # fmt: skip

@@ -27,12 +27,13 @@ from tqdm import tqdm
 from marketplace.compute import Runner, stream_batches
 from marketplace.data.export import read_export_csv
 from marketplace.data.schema import IMAGE_COLUMNS, IMAGE_EXTENSIONS, IMAGES_DIR, IMAGES_FILE
+from marketplace.errors import InputError
 
 # Pillow's own decompression-bomb limit (~179 Mpx): reused, but raised as an error.
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """A file that cannot become a clean image; ``reason`` is a short machine-readable code."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -275,8 +276,14 @@ def clean_export_images(
         shutil.rmtree(out_dir)
     results = list(
         clean_image_files(
-            ids, images_dir, out_dir, size=size, jpeg_quality=jpeg_quality, workers=workers,
-            progress=progress, runner=runner,
+            ids,
+            images_dir,
+            out_dir,
+            size=size,
+            jpeg_quality=jpeg_quality,
+            workers=workers,
+            progress=progress,
+            runner=runner,
         )
     )
     report = results_frame(results)
@@ -293,8 +300,15 @@ def clean_export_images(
     }
     if unlisted:
         extra = pd.DataFrame(
-            {"image_id": "", "status": "unlisted_file", "detail": "no Images.csv row names it",
-             "source": unlisted, "width": 0, "height": 0, "mode": ""}
+            {
+                "image_id": "",
+                "status": "unlisted_file",
+                "detail": "no Images.csv row names it",
+                "source": unlisted,
+                "width": 0,
+                "height": 0,
+                "mode": "",
+            }
         )
         report = pd.concat([report, extra], ignore_index=True)
     return report, metrics

@@ -7,13 +7,15 @@ gated and served on its own: an average over kinds would hide a broken one.
 
 from __future__ import annotations
 
+from marketplace.errors import InputError
+
 QUERY_KINDS = ("image", "text", "image+text")
 
 
 def query_kind(has_text: bool, has_image: bool) -> str:
     """The kind of a listing with (or without) a text and a photo."""
     if not has_text and not has_image:
-        raise ValueError("a listing needs a photo, a text, or both")
+        raise InputError("a listing needs a photo, a text, or both")
     return "image+text" if has_text and has_image else "image" if has_image else "text"
 
 

@@ -1,0 +1,54 @@
+"""What a failure answers: the caller's input error is a 422, anything else a 500.
+
+Routers raise ``marketplace.errors.InputError`` (or a subclass, e.g. ``ImageError``) for
+input the service cannot answer, from the route or from library code it calls; the
+handler here turns it into ``{"detail": message, "status": 422}``. Any other exception
+is a bug or an outage, never the client's fault: a 500 whose body carries the request id
+(``{"detail", "status", "request_id"}``, also the ``X-Request-ID`` header) so that the
+client can quote it, with the traceback logged under that id, and counted by the HTTP
+metrics as a 500. A ``ValueError`` from inside a model (a shape mismatch after a bad
+reload, a NaN) is therefore a 500, not a 422.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgi_correlation_id import correlation_id
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from marketplace.errors import InputError
+from serving.observability import REQUEST_ID_HEADER
+
+log = logging.getLogger("serving.errors")
+
+
+def install(app: FastAPI) -> None:
+    """Add the two handlers to ``app`` (HTTPException and validation errors are app.py's)."""
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "status": 422}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        request_id = correlation_id.get() or "-"
+        log.error(
+            "500 for %s %s (request %s): %s: %s",
+            request.method,
+            request.url.path,
+            request_id,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        return JSONResponse(
+            {
+                "detail": f"internal error; quote request id {request_id} when reporting it",
+                "status": 500,
+                "request_id": request_id,
+            },
+            status_code=500,
+            headers={REQUEST_ID_HEADER: request_id},
+        )
