@@ -91,10 +91,8 @@ evaluate: venv ## Score an export per query kind: FROM=path [MODEL=models:/...] 
 rollback: venv ## Move the production alias back to the previous production version
 	$(PY) -m pipeline.promote --rollback
 
-ui: venv ## MLflow UI on http://127.0.0.1:5000 over the project's tracking store
-	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
-		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
-		--default-artifact-root "$(CURDIR)/mlartifacts"
+ui: venv ## MLflow UI on http://127.0.0.1:5000 over the project's tracking store (prints where the training runs are)
+	$(PY) -m marketplace.mlops.ui --host 127.0.0.1 --port 5000
 
 lock: venv ## Re-freeze requirements.lock from the current .venv
 	@{ sed -n '1,4p' requirements.lock; $(PY) -m pip freeze --exclude-editable \
