@@ -20,7 +20,11 @@ from serving.settings import Settings
 ERROR = {
     "type": "object",
     "required": ["detail", "status"],
-    "properties": {"detail": {"type": "string"}, "status": {"type": "integer"}},
+    "properties": {
+        "detail": {"type": "string"},
+        "status": {"type": "integer"},
+        "request_id": {"type": "string", "description": "on a 500: quote it (serving/errors.py)"},
+    },
     "title": "Error",
 }
 LISTING_ROUTES = ("/predict", "/embed", "/similar")
@@ -39,9 +43,16 @@ WHY = {
 
 def _error(code: str) -> dict[str, Any]:
     return {
-        "description": WHY[code],
+        "description": WHY.get(code, "see the detail"),
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's own error answers, for its decorator: ``@router.post("/x",
+    responses=error_responses(404, 422))`` documents them as ``Error`` bodies (a new route
+    declares its errors here instead of being added to the path lists above)."""
+    return {code: _error(str(code)) for code in codes}
 
 
 def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:

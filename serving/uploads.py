@@ -102,12 +102,11 @@ class ListingForm(BaseModel):
         return number
 
     @model_validator(mode="after")
-    def _a_query_and_a_price_range(self) -> ListingForm:
+    def _a_query(self) -> ListingForm:
+        # An empty price range (min_price above max_price) is a valid question whose
+        # answer is no listing, not a client error: the schema can state neither.
         if self.image is None and self.text is None:
             raise ValueError("send an 'image' file, a 'text' field, or both")
-        problem = price_range_problem(self.min_price, self.max_price)
-        if problem:
-            raise ValueError(problem)
         return self
 
 
@@ -170,17 +169,6 @@ def check_k(k: int | None, settings: Settings) -> int:
     if not 1 <= k <= settings.max_k:
         raise HTTPException(422, f"k must be between 1 and {settings.max_k}, got {k}")
     return k
-
-
-def price_range_problem(min_price: float | None, max_price: float | None) -> str | None:
-    if min_price is not None and max_price is not None and min_price > max_price:
-        return f"min_price {min_price} is above max_price {max_price}"
-    return None
-
-
-def check_price_range(min_price: float | None, max_price: float | None) -> None:
-    if problem := price_range_problem(min_price, max_price):
-        raise HTTPException(422, problem)
 
 
 async def listing_query(

@@ -10,7 +10,7 @@ from marketplace.inference import Filters, Marketplace
 from serving.dependencies import ModelDep, SettingsDep
 from serving.routers._common import call_model, model_ref
 from serving.schemas import IndexRef, Product, SimilarResponse
-from serving.uploads import ListingQuery, ListingRoute, check_k, check_price_range, listing_query
+from serving.uploads import ListingQuery, ListingRoute, check_k, listing_query
 
 router = APIRouter(tags=["similar"], route_class=ListingRoute)
 
@@ -51,8 +51,7 @@ async def more_like_this(
     max_price: Annotated[float | None, Query(ge=0)] = None,
 ) -> SimilarResponse:
     """More like this listing (itself excluded). Answered from the stored vector: no
-    encoder runs, so this is the fast path."""
-    check_price_range(min_price, max_price)
+    encoder runs, so this is the fast path. An empty price range answers no results."""
     try:
         results = market.similar_to_product(
             product_id,

@@ -282,6 +282,12 @@
 
   // Filters re-query whatever the grid shows now.
   function refilter() {
+    const low = parseFloat(el.minPrice.value), high = parseFloat(el.maxPrice.value);
+    if (low > high) {  // the API answers an empty range with no listings; say why instead
+      clearErrors();
+      showError(el.filterError, `min price ${low} is above max price ${high}: no listing can match`);
+      return;
+    }
     if (state.mode === "product") {
       moreLikeThis(state.product);
     } else if (state.mode === "query") {

@@ -1,6 +1,6 @@
 """schemathesis hooks (``SCHEMATHESIS_HOOKS=tests.serving.schemathesis_hooks``) for what a
 JSON schema cannot say: a photo must decode (the schema says JPEG/PNG/WebP, random bytes
-are not one: 415 is right for them), and ``min_price`` must not exceed ``max_price``."""
+are not one: 415 is right for them)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,6 @@ def _fields(body: Any) -> Any:
     return getattr(body, "body", body)
 
 
-def _price_range_ok(values: Any) -> bool:
-    if not isinstance(values, dict):
-        return True
-    low, high = values.get("min_price"), values.get("max_price")
-    try:
-        return low is None or high is None or float(low) <= float(high)
-    except (TypeError, ValueError):
-        return True  # not numbers: the schema check decides
-
-
 def _positive(case: Any) -> bool:
     """A case generated to be valid (negative cases must keep their invalid photo)."""
     meta = getattr(case, "meta", None)
@@ -49,10 +39,3 @@ def map_case(context: Any, case: Any) -> Any:
     if isinstance(fields, dict) and isinstance(fields.get("image"), bytes | str):
         fields["image"] = PHOTO
     return case
-
-
-@schemathesis.hook
-def filter_case(context: Any, case: Any) -> bool:
-    if not _positive(case):
-        return True
-    return _price_range_ok(_fields(case.body)) and _price_range_ok(case.query)
