@@ -271,9 +271,11 @@ def compare(
         result.figures["predicted_mix"] = {
             c: int(n) for c, n in zip(reference.categories, counts, strict=True) if n
         }
-        result.figures["mean_confidence"] = float(rows["probability"].mean())
+        result.figures["mean_confidence"] = round(float(rows["probability"].mean()), 4)
         if kind in reference.confidences and len(reference.confidences[kind]):
-            result.figures["val_mean_confidence"] = float(reference.confidences[kind].mean())
+            result.figures["val_mean_confidence"] = round(
+                float(reference.confidences[kind].mean()), 4
+            )
         if kind != "image":
             result.figures["median_text_chars"] = float(rows["text_chars"].median())
         if kind != "text":
