@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv browser demo test test-fast lint format bench lock clean ui serve promote rollback evaluate
+.PHONY: help venv browser demo test test-fast lint format bench lock clean ui serve promote rollback evaluate monitor
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,6 +87,9 @@ promote: venv ## Move the production alias to the newest combined version, throu
 evaluate: venv ## Score an export per query kind: FROM=path [MODEL=models:/...] or [URL=http://...]
 	@test -n "$(FROM)" || { echo "usage: make evaluate FROM=path/to/export [MODEL=models:/name@alias | URL=http://host:port]"; exit 2; }
 	$(PY) -m pipeline.evaluate --from "$(FROM)" $(if $(MODEL),--model "$(MODEL)") $(if $(URL),--url "$(URL)")
+
+monitor: venv ## Drift monitor: production's logged answers vs its training reference (exit 1 on an alert)
+	$(PY) -m marketplace.mlops.monitor $(if $(VERSION),--version $(VERSION)) $(if $(HOURS),--hours $(HOURS))
 
 rollback: venv ## Move the production alias back to the previous production version
 	$(PY) -m pipeline.promote --rollback

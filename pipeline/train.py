@@ -20,6 +20,8 @@ from marketplace.config import load_params
 from marketplace.data.labels import LabelMap
 from marketplace.data.split import read_split
 from marketplace.io import write_json
+from marketplace.mlops.model_card import card_inputs
+from marketplace.mlops.reference import build_reference
 from marketplace.models.classifier import KINDS
 from marketplace.models.embedding import EmbeddingSet
 from marketplace.registry import (
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         params = load_params(args.params)
         listings = pd.read_parquet(paths.LISTINGS_FILE)
+        splits = read_split(paths.SPLIT_DIR)
+        label_map = LabelMap.load(paths.LABEL_MAP_FILE)
         images = EmbeddingSet.load(paths.IMAGE_EMBEDDINGS_FILE) if kind != "text" else None
         texts = EmbeddingSet.load(paths.TEXT_EMBEDDINGS_FILE) if kind != "vision" else None
         features = TextFeatures.load(paths.TFIDF_FILE) if kind != "vision" else None
@@ -52,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             trained = train_classifier(
                 kind,
                 listings,
-                read_split(paths.SPLIT_DIR),
-                LabelMap.load(paths.LABEL_MAP_FILE),
+                splits,
+                label_map,
                 params.train,
                 images=images,
                 texts=texts,
@@ -80,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
                 name,
                 example_from_catalogue(kind, listings, paths.CLEAN_IMAGES_DIR),
                 f"train_{kind}",
+                reference=build_reference(
+                    kind,
+                    listings,
+                    splits["train"],
+                    list(label_map.categories),
+                    images=images,
+                    texts=texts,
+                    val_by_kind=trained.val_by_kind,
+                    size=params.monitor.reference_size,
+                    seed=params.train.seed,
+                ),
+                card=card_inputs(kind, params, listings, splits),
             )
         write_json(paths.METRICS_DIR / f"train_{kind}.json", trained.metrics)
         m = trained.metrics

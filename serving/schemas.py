@@ -69,6 +69,11 @@ class ModelResponse(BaseModel):
     categories: list[str]
     loaded_at: str
     load_seconds: float
+    description: str | None = Field(
+        None,
+        description="the version's model card (Markdown): data version, params, per-kind "
+        "test metrics and calibration, intended use and limits, links to its runs",
+    )
 
 
 class Health(BaseModel):

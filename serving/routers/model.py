@@ -27,7 +27,7 @@ def by_query_kind(metrics: dict[str, float], split: str = "test") -> dict[str, d
 
 @router.get("/model", response_model=ModelResponse)
 async def model(market: ModelDep) -> ModelResponse:
-    """Name, version, run, test metrics and index of the loaded model."""
+    """Name, version, run, test metrics, index and model card of the loaded model."""
     info = market.info
     return ModelResponse(
         name=info.name,
@@ -41,4 +41,5 @@ async def model(market: ModelDep) -> ModelResponse:
         categories=list(market.categories),
         loaded_at=dt.datetime.fromtimestamp(info.loaded_at, dt.UTC).isoformat(),
         load_seconds=round(info.load_seconds, 3),
+        description=info.description,
     )

@@ -228,6 +228,17 @@ class IndexParams(Section):
         return value
 
 
+class PromoteLiveParams(Section):
+    """Live evidence the gate can require (``marketplace.mlops.evidence``): the sellers'
+    feedback on the challenger's answers (as a canary, or scored in shadow) and on
+    production's, in the prediction log, over the last ``window_days``."""
+
+    required: bool  # false: the gate reads test metrics only
+    min_feedback: int = Field(ge=1)  # feedback rows on the challenger's answers, at least
+    tolerance: float = Field(ge=0, le=1)  # its live accuracy may be this much under production's
+    window_days: float = Field(gt=0)
+
+
 class PromoteParams(Section):
     """The gate ``pipeline.promote`` applies before moving the ``production`` alias."""
 
@@ -235,6 +246,31 @@ class PromoteParams(Section):
     metric: str  # a model version tag, e.g. test_accuracy; higher is better
     tolerance: float = Field(ge=0)  # the challenger may be this much worse and pass
     require_index: bool  # refuse versions without a FAISS index (the serving model needs one)
+    # Required in params.yaml like every key; the default (not required) only spares code
+    # that builds a gate by hand (tests, the stack) from spelling it out.
+    live: PromoteLiveParams = PromoteLiveParams(
+        required=False, min_feedback=200, tolerance=0.02, window_days=14
+    )
+
+
+class MonitorParams(Section):
+    """The drift monitor (``python -m marketplace.mlops.monitor``): which logged answers it
+    reads, and the thresholds past which it alerts (exit status 1). Each check runs per
+    query kind on the served answers of the window; a kind with fewer than ``min_rows``
+    answers is reported but not judged. Defaults measured in BENCHMARKS.md (drift monitor)."""
+
+    window_hours: float = Field(gt=0)  # answers logged in the last N hours...
+    max_rows: int = Field(ge=1)  # ...at most this many, the newest
+    min_rows: int = Field(ge=2)  # answers a query kind needs to be judged
+    reference_size: int = Field(ge=10)  # training rows sampled into the reference at training
+    # Jensen-Shannon distance (base 2, 0..1) of the predicted-category mix to the training
+    # labels, above the distance a window of that size shows by chance
+    category_distance: Annotated[float, Field(gt=0, le=1)]
+    # Cross-validated ROC AUC of a classifier telling logged input vectors from training ones
+    embedding_auc: Annotated[float, Field(gt=0.5, le=1)]
+    text_length_ks: Annotated[float, Field(gt=0, le=1)]  # KS statistic of text lengths
+    confidence_ks: Annotated[float, Field(gt=0, le=1)]  # KS statistic of top-1 probabilities (val)
+    kind_share_distance: Annotated[float, Field(gt=0, le=1)]  # total variation of the kind mix
 
 
 class ComputeParams(Section):
@@ -263,6 +299,16 @@ class Params(Section):
     index: IndexParams
     promote: PromoteParams
     compute: ComputeParams
+    monitor: MonitorParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _promote_live_written(cls, data: Any) -> Any:
+        # ``promote.live`` has a default for code only; params.yaml must spell it out.
+        promote = data.get("promote") if isinstance(data, dict) else None
+        if isinstance(promote, dict) and "live" not in promote:
+            raise ValueError("promote.live: missing key")
+        return data
 
 
 def _problem(error: dict[str, Any]) -> str:

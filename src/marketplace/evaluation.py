@@ -376,4 +376,7 @@ def evaluate_export(
             client.set_model_version_tag(
                 name, str(number), f"evaluation.{root.name}", active.info.run_id
             )
+            from marketplace.mlops.model_card import refresh_links
+
+            refresh_links(client, name, str(number))  # the card links its evaluations
     return report

@@ -51,6 +51,7 @@ class ModelInfo:
     loaded_at: float
     load_seconds: float
     tags: dict[str, str] = field(default_factory=dict)
+    description: str | None = None  # the version's model card (Markdown), from the registry
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class Marketplace:
         alias: str | None = None,
         tags: dict[str, str] | None = None,
         started: float | None = None,
+        description: str | None = None,
     ) -> Marketplace:
         """Load a downloaded model version; refuses an index another model built."""
         started = time.perf_counter() if started is None else started
@@ -144,6 +146,7 @@ class Marketplace:
             loaded_at=time.time(),
             load_seconds=time.perf_counter() - started,
             tags=tags,
+            description=description,
         )
         return cls(classifier, index, info, thumbnails)
 
@@ -184,6 +187,7 @@ class Marketplace:
                 alias=None if version is not None else alias,
                 tags=mv.tags,
                 started=started,
+                description=mv.description or None,
             )
 
     @property

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from marketplace.config import PromoteParams
+from marketplace.config import PromoteLiveParams, PromoteParams
 from marketplace.errors import StageError
 from marketplace.mlops import registry_lock
 from marketplace.models.query import QUERY_KINDS, kind_slug
@@ -232,6 +232,9 @@ def _promote(
             f"more than the tolerance {params.tolerance} on {which}; use --force to "
             f"promote anyway\n{gate_table(rows)}"
         )
+    live = None
+    if params.live.required and not force and previous is not None:
+        live = check_live_evidence(name, str(version), previous, params.live)
     client.set_registered_model_alias(name, alias, str(version))
     history = [*_history(client, name, alias), str(version)]
     client.set_registered_model_tag(name, _history_tag(alias), json.dumps(history))
@@ -245,6 +248,7 @@ def _promote(
         f"{alias}.gate": gate,
         f"{alias}.forced": str(force).lower(),
         **({f"{alias}.gate_by_kind": json.dumps(per_kind)} if per_kind else {}),
+        **({f"{alias}.live_gate": live} if live else {}),
     }.items():
         client.set_model_version_tag(name, str(version), key, tag)
     return PromotionResult(
@@ -259,6 +263,65 @@ def _promote(
         force,
         rows,
     )
+
+
+def check_live_evidence(
+    name: str,
+    challenger: str,
+    production: str,
+    live: PromoteLiveParams,
+    log_url: str | None = None,
+) -> str:
+    """Refuse unless the prediction log holds live evidence for the challenger.
+
+    Its answers (as a canary, or scored in shadow on production's requests) need at least
+    ``live.min_feedback`` sellers' feedback rows in the last ``live.window_days``, and
+    their accuracy must not be under production's (on its served answers with feedback,
+    same window) by more than ``live.tolerance``. Returns the comparison, for the tag.
+    """
+    from marketplace.core.db import default_url, engine, redacted
+    from marketplace.mlops.evidence import live_accuracy, version_accuracy
+    from marketplace.mlops.log_schema import create
+
+    url = log_url or default_url("prediction_log")
+    db = engine(url)
+    try:
+        create(db)
+        rows = live_accuracy(db, name, window_days=live.window_days)
+    finally:
+        db.dispose()
+    mine = version_accuracy(rows, challenger)
+    theirs = version_accuracy([r for r in rows if r.role == "served"], production)
+    table = "\n".join(
+        f"  v{r.model_version:<6}{r.role:<8}{r.query_kind:<12}{r.n:>8} feedback "
+        f"{'-' if r.accuracy is None else f'{r.accuracy:.4f}':>8}"
+        for r in rows
+        if r.model_version in (challenger, production)
+    )
+    where = f"in {redacted(url)} over the last {live.window_days:g} days"
+    if mine.n < live.min_feedback:
+        raise PromotionRefusedError(
+            f"{name} version {challenger} has {mine.n} feedback rows on its answers {where}; "
+            f"promote.live needs {live.min_feedback}: run it as a shadow "
+            "(MARKETPLACE_SHADOW_ALIAS) or canary first, or use --force\n" + table
+        )
+    if theirs.accuracy is None:
+        raise PromotionRefusedError(
+            f"production (version {production}) has no feedback on its answers {where}: "
+            "nothing to compare the challenger's live accuracy with; use --force\n" + table
+        )
+    assert mine.accuracy is not None
+    comparison = (
+        f"{mine.accuracy:.4f} on {mine.n} vs {theirs.accuracy:.4f} on {theirs.n} "
+        f"(tolerance {live.tolerance})"
+    )
+    if mine.accuracy < theirs.accuracy - live.tolerance:
+        raise PromotionRefusedError(
+            f"{name} version {challenger}'s live accuracy is worse than production's "
+            f"(version {production}) by more than {live.tolerance}: {comparison}; use "
+            "--force to promote anyway\n" + table
+        )
+    return comparison
 
 
 def rollback(client: Any, name: str, params: PromoteParams) -> PromotionResult:

@@ -4,7 +4,9 @@ Each classifier run records every param (flattened from params.yaml), per-epoch 
 val/test metrics, the confusion matrix and learning curves, a per-class report, and the
 model itself: a models-from-code pyfunc (weights + config + label map + encoder specs,
 no pickled classes) with a signature, an input example and explicit pip requirements,
-registered as a new version whose tags carry its metrics and data version.
+registered as a new version whose tags carry its metrics and data version, and whose
+description is its model card (``mlops.model_card``). The run also logs the drift
+monitor's training reference (``mlops.reference``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.config import Params
 from marketplace.errors import StageError
 from marketplace.index import package_sha256
+from marketplace.mlops import model_card
+from marketplace.mlops.reference import Reference, log_reference
 from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 
 if TYPE_CHECKING:  # the index stage and the API use this module without training code
@@ -105,8 +109,10 @@ def log_and_register(
     model_name: str,
     example: pd.DataFrame,
     tags: dict[str, str],
+    card: dict[str, Any] | None = None,
 ) -> str:
-    """Log the pyfunc model into the active run, register it, tag the version; returns it."""
+    """Log the pyfunc model into the active run, register it, tag the version and write
+    its model card (``card``: ``data`` counts and flattened ``params``); returns it."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -138,15 +144,29 @@ def log_and_register(
         **{k: f"{v:.6g}" for k, v in trained.metrics.items()},
         PACKAGE_SHA_TAG: sha,
     }
+    client = MlflowClient()
     if existing:
         version = str(existing[0].version)
-        client = MlflowClient()
         for key, value in version_tags.items():
             client.set_model_version_tag(model_name, version, key, value)
-        return version
-    # Registered with its tags in one call (not one store round trip per tag).
-    registered = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
-    return str(registered.version)
+    else:
+        # Registered with its tags in one call (not one store round trip per tag).
+        registered = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
+        version = str(registered.version)
+    mv = client.get_model_version(model_name, version)
+    description = model_card.render(
+        name=model_name,
+        version=version,
+        model_kind=trained.package.kind,
+        metrics=trained.metrics,
+        calibration=dict(trained.package.calibration or {}),
+        tags=dict(mv.tags),
+        params=dict((card or {}).get("params", {})),
+        data={"categories": len(trained.package.label_map), **(card or {}).get("data", {})},
+        run_id=mv.run_id,
+    )
+    client.update_model_version(model_name, version, description=description)
+    return version
 
 
 class NotRegisteredError(StageError, LookupError):
@@ -248,12 +268,20 @@ def log_trained(
     model_name: str,
     example: pd.DataFrame,
     stage: str,
+    *,
+    reference: Reference | None = None,
+    card: dict[str, Any] | None = None,
 ) -> str:
-    """Log metrics, report files and the model into the active run; register; return version."""
+    """Log metrics, report files, the monitor's reference and the model into the active
+    run; register it with its card; return the version."""
     import mlflow
 
     mlflow.log_metrics(trained.metrics)
     for report in reports:
         mlflow.log_artifact(str(report), artifact_path="reports")
     mlflow.log_dict(trained.report, "reports/per_class.json")
-    return log_and_register(trained, model_dir, model_name, example, standard_tags(stage))
+    if reference is not None:
+        log_reference(reference)
+    return log_and_register(
+        trained, model_dir, model_name, example, standard_tags(stage), card=card
+    )

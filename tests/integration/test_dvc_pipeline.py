@@ -154,6 +154,11 @@ def test_models_registered_with_tags(repo: Path) -> None:
         (version,) = client.search_model_versions(f"name = '{name}'")
         assert float(version.tags["test_accuracy"]) > 0
         assert version.tags["data_dvc_md5"].endswith(".dir")
+        # Its model card, and the drift monitor's reference in its training run.
+        assert version.description.startswith(f"# {name} version {version.version}")
+        assert version.tags["data_dvc_md5"] in version.description
+        artifacts = {a.path for a in client.list_artifacts(version.run_id, "monitor_reference")}
+        assert artifacts == {"monitor_reference/reference.json", "monitor_reference/reference.npz"}
 
 
 def test_index_travels_with_its_model_version(repo: Path) -> None:

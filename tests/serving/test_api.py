@@ -78,6 +78,10 @@ def test_health_and_model(client: TestClient, registry: Registry) -> None:
     for figures in model["by_query_kind"].values():
         assert set(figures) == {"accuracy", "macro_f1", "top3_accuracy", "log_loss", "ece", "n"}
     assert model["by_query_kind"]["image"]["accuracy"] == model["metrics"]["test_image_accuracy"]
+    # The version's model card, as registered (and as the MLflow UI shows it).
+    card = model["description"]
+    assert card.startswith(f"# {registry.name} version 1") and "## Runs" in card
+    assert "| photo only |" in card and "Weakest on" in card and "data.dvc" in card
 
 
 def test_not_ready_until_a_model_loads(registry: Registry) -> None:

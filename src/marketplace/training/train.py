@@ -10,7 +10,7 @@ the reports.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ class TrainedModel:
     test_labels: np.ndarray
     test_ids: list[str]
     report: dict[str, Any]
+    # Calibrated val probabilities per query kind: the drift monitor's confidence reference
+    val_by_kind: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def evaluate_by_kind(
@@ -63,6 +65,7 @@ def evaluate_by_kind(
     n_classes: int,
     metrics: dict[str, float],
     inputs_of: dict[str, list[Any]] | None = None,
+    by_kind: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Fit a temperature per query kind on val; score every kind of every split.
 
@@ -71,6 +74,7 @@ def evaluate_by_kind(
     ``<split>_<metric>`` to ``metrics``. Returns the temperatures and, per split, the
     calibrated probabilities of the listings as they come (row-aligned with the split).
     ``inputs_of`` replaces a split's inputs (a fine-tuned encoder reads pixels or tokens).
+    ``by_kind``, when given, receives each split's calibrated probabilities per query kind.
     """
     calibration: dict[str, float] = {}
     as_they_come: dict[str, np.ndarray] = {}
@@ -100,6 +104,8 @@ def evaluate_by_kind(
         else:
             mixed = next(iter(calibrated.values()))
         as_they_come[name] = mixed
+        if by_kind is not None:
+            by_kind[name] = calibrated
         metrics.update(classification_metrics(mixed, part.labels.numpy(), f"{name}_"))
     return calibration, as_they_come
 
@@ -239,8 +245,9 @@ def train_classifier(
         history += [{**r, "epoch": r["epoch"] + len(history)} for r in tuned.result.history]
         metrics["finetune_best_epoch"] = float(tuned.result.best_epoch)
     model, inputs_of = (head, None) if tuned is None else (tuned.model, tuned.inputs)
+    by_kind: dict[str, dict[str, np.ndarray]] = {}
     calibration, probabilities = evaluate_by_kind(
-        kind, model, {"val": val, "test": test}, n_classes, metrics, inputs_of
+        kind, model, {"val": val, "test": test}, n_classes, metrics, inputs_of, by_kind
     )
     image_spec = dict(images.spec) if images is not None and kind != "text" else None
     text_spec = dict(texts.spec) if texts is not None and kind != "vision" else None
@@ -269,4 +276,5 @@ def train_classifier(
         test_labels=test.labels.numpy(),
         test_ids=test.ids,
         report=per_class_report(probabilities["test"], test.labels.numpy(), label_map.categories),
+        val_by_kind=by_kind["val"],
     )
