@@ -54,6 +54,10 @@ class TrainedModel:
     test_labels: np.ndarray
     test_ids: list[str]
     report: dict[str, Any]
+    # One row per (test product, query kind): whether it was classified right. Logged with
+    # the version so that the promotion gate can score two versions on the test products
+    # they share (``marketplace.promotion``).
+    test_outcomes: pd.DataFrame | None = None
 
 
 def evaluate_by_kind(
@@ -63,6 +67,7 @@ def evaluate_by_kind(
     n_classes: int,
     metrics: dict[str, float],
     inputs_of: dict[str, list[Any]] | None = None,
+    outcomes: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Fit a temperature per query kind on val; score every kind of every split.
 
@@ -71,6 +76,8 @@ def evaluate_by_kind(
     ``<split>_<metric>`` to ``metrics``. Returns the temperatures and, per split, the
     calibrated probabilities of the listings as they come (row-aligned with the split).
     ``inputs_of`` replaces a split's inputs (a fine-tuned encoder reads pixels or tokens).
+    ``outcomes`` receives, per split, one row per (product, query kind: ``all`` for the
+    listings as they come) with ``correct`` (``outcome_rows``).
     """
     calibration: dict[str, float] = {}
     as_they_come: dict[str, np.ndarray] = {}
@@ -80,6 +87,7 @@ def evaluate_by_kind(
             part = SplitData(inputs_of[name], part.labels, part.ids)
         views = query_views(model_kind, part)
         calibrated = {}
+        rows = []
         for query, view in views.items():
             logits = (
                 predict_logits(model, view.inputs, 64 if inputs_of else 1024)
@@ -90,6 +98,7 @@ def evaluate_by_kind(
                 calibration[query] = round(fit_temperature(logits, view.labels), 6)
             probs = (logits / calibration[query]).softmax(dim=1).numpy()
             calibrated[query] = probs
+            rows.append(outcome_rows(view.ids, query, probs, view.labels.numpy()))
             metrics.update(
                 classification_metrics(probs, view.labels.numpy(), f"{name}_{kind_slug(query)}_")
             )
@@ -101,7 +110,18 @@ def evaluate_by_kind(
             mixed = next(iter(calibrated.values()))
         as_they_come[name] = mixed
         metrics.update(classification_metrics(mixed, part.labels.numpy(), f"{name}_"))
+        if outcomes is not None:
+            rows.insert(0, outcome_rows(part.ids, "all", mixed, part.labels.numpy()))
+            outcomes[name] = pd.concat(rows, ignore_index=True)
     return calibration, as_they_come
+
+
+def outcome_rows(
+    ids: list[str], kind: str, probabilities: np.ndarray, labels: np.ndarray
+) -> pd.DataFrame:
+    """Per product of a split: the query kind, and whether the top class is the label."""
+    correct = probabilities.argmax(axis=1) == labels if len(ids) else np.zeros(0, dtype=bool)
+    return pd.DataFrame({"product_id": list(ids), "kind": kind, "correct": correct.astype(int)})
 
 
 def _fit_config(head: HeadParams, seed: int) -> FitConfig:
@@ -239,8 +259,9 @@ def train_classifier(
         history += [{**r, "epoch": r["epoch"] + len(history)} for r in tuned.result.history]
         metrics["finetune_best_epoch"] = float(tuned.result.best_epoch)
     model, inputs_of = (head, None) if tuned is None else (tuned.model, tuned.inputs)
+    outcomes: dict[str, pd.DataFrame] = {}
     calibration, probabilities = evaluate_by_kind(
-        kind, model, {"val": val, "test": test}, n_classes, metrics, inputs_of
+        kind, model, {"val": val, "test": test}, n_classes, metrics, inputs_of, outcomes
     )
     image_spec = dict(images.spec) if images is not None and kind != "text" else None
     text_spec = dict(texts.spec) if texts is not None and kind != "vision" else None
@@ -269,4 +290,5 @@ def train_classifier(
         test_labels=test.labels.numpy(),
         test_ids=test.ids,
         report=per_class_report(probabilities["test"], test.labels.numpy(), label_map.categories),
+        test_outcomes=outcomes["test"],
     )
