@@ -67,13 +67,19 @@ def split_summary(
     """Products per split (the stage's DVC metrics) and the per-category table (its report)."""
     per_product = products[["product_id", "root_category"]].drop_duplicates("product_id")
     category = per_product.set_index("product_id")["root_category"]
-    table = pd.DataFrame(
-        {name: category.loc[splits[name]].value_counts() for name in SPLITS}
-    ).fillna(0).astype("int64").sort_index()
+    table = (
+        pd.DataFrame({name: category.loc[splits[name]].value_counts() for name in SPLITS})
+        .fillna(0)
+        .astype("int64")
+        .sort_index()
+    )
     table.index.name = "root_category"
     metrics: dict[str, object] = {
-        name: {"products": len(splits[name]), "categories": int((table[name] > 0).sum()),
-               "smallest_category": int(table[name].min())}
+        name: {
+            "products": len(splits[name]),
+            "categories": int((table[name] > 0).sum()),
+            "smallest_category": int(table[name].min()),
+        }
         for name in SPLITS
     }
     return metrics, table.reset_index()
