@@ -1,6 +1,8 @@
 """DVC stage embed_images: every cleaned canvas -> one frozen image-encoder embedding.
 
-Runs the encoder once; the heads train on the cached vectors.
+Runs the encoder once; the heads train on the cached vectors. Incremental: canvases whose
+bytes and encoder spec are unchanged since the last run keep their vectors (the out is
+``persist: true``); ``--cold`` recomputes everything.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, default=paths.METRICS_DIR / "embed_images.json")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--cold", action="store_true", help="reuse nothing from the last run")
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -38,18 +41,28 @@ def main(argv: list[str] | None = None) -> int:
             canvas_size=params.clean_images.size,
             progress=not args.no_progress,
             runner=runner(params.compute),
+            previous=None if args.cold else args.out,
         )
         dim = embeddings.save(args.out)  # written as the batches come
         seconds = time.perf_counter() - started
         count = len(embeddings.ids)
-        write_json(args.metrics, {"images": count, "dim": dim})
+        write_json(
+            args.metrics,
+            {
+                "images": count,
+                "dim": dim,
+                "reused": embeddings.reused,
+                "computed": embeddings.computed,
+            },
+        )
         log.info(
-            "embedded %d images (%d-d, %s) in %.1f s: %.1f img/s",
+            "embedded %d images (%d-d, %s; %d reused, %d computed) in %.1f s",
             count,
             dim,
             params.embed_images.encoder,
+            embeddings.reused,
+            embeddings.computed,
             seconds,
-            count / max(seconds, 1e-9),
         )
 
     return run(body, "pipeline.embed_images")

@@ -1,4 +1,8 @@
-"""DVC stage embed_text: every product's title + description -> one text embedding."""
+"""DVC stage embed_text: every product's title + description -> one text embedding.
+
+Incremental: texts unchanged since the last run (same encoder spec) keep their vectors
+(the out is ``persist: true``); ``--cold`` recomputes everything.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, default=paths.METRICS_DIR / "embed_text.json")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--cold", action="store_true", help="reuse nothing from the last run")
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -34,19 +39,32 @@ def main(argv: list[str] | None = None) -> int:
         listings = pd.read_parquet(args.listings, columns=["product_id", "title", "description"])
         started = time.perf_counter()
         embeddings = stream_catalogue_texts(
-            listings, params, progress=not args.no_progress, runner=runner(all_params.compute)
+            listings,
+            params,
+            progress=not args.no_progress,
+            runner=runner(all_params.compute),
+            previous=None if args.cold else args.out,
         )
         dim = embeddings.save(args.out)  # written as the batches come
         seconds = time.perf_counter() - started
         count = len(embeddings.ids)
-        write_json(args.metrics, {"products": count, "dim": dim})
+        write_json(
+            args.metrics,
+            {
+                "products": count,
+                "dim": dim,
+                "reused": embeddings.reused,
+                "computed": embeddings.computed,
+            },
+        )
         log.info(
-            "embedded %d texts (%d-d, %s) in %.1f s: %.1f texts/s",
+            "embedded %d texts (%d-d, %s; %d reused, %d computed) in %.1f s",
             count,
             dim,
             params.encoder,
+            embeddings.reused,
+            embeddings.computed,
             seconds,
-            count / max(seconds, 1e-9),
         )
 
     return run(body, "pipeline.embed_text")

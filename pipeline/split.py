@@ -1,4 +1,4 @@
-"""DVC stage split: product ids -> train/val/test, stratified by root category, seeded."""
+"""DVC stage split: product ids -> train/val/test by a hash of the id (stable as it grows)."""
 
 from __future__ import annotations
 

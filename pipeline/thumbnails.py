@@ -8,13 +8,16 @@ Reads the cleaned photos (``outputs/images``) and writes ``outputs/thumbnails/``
 is logged into the registered model version. A stage of its own so that a head-only
 change, which reruns ``index``, does not re-encode 5,390 photos (about a minute on two
 cores, twice the rest of such a rerun); ``index.thumbnail_size: 0`` leaves the folder
-empty and the index without photos.
+empty and the index without photos. Incremental: a listing whose photo (the canvas's
+SHA-256, ``keys.json``) and params are unchanged keeps its thumbnail (the out is
+``persist: true``); ``--cold`` encodes everything again.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -24,7 +27,13 @@ from marketplace import paths
 from marketplace.cli import exit_process, run
 from marketplace.config import load_params
 from marketplace.io import write_json
-from marketplace.thumbnails import catalogue_thumbnails, product_photos, thumbnail_metrics
+from marketplace.thumbnails import (
+    catalogue_thumbnails,
+    product_photos,
+    reusable_thumbnails,
+    save_thumbnail_keys,
+    thumbnail_metrics,
+)
 
 log = logging.getLogger("pipeline.thumbnails")
 
@@ -36,23 +45,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=paths.THUMBNAILS_DIR)
     parser.add_argument("--metrics", type=Path, default=paths.METRICS_DIR / "thumbnails.json")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--cold", action="store_true", help="reuse nothing from the last run")
     args = parser.parse_args(argv)
 
     def body() -> None:
         params = load_params(args.params).index
         products = product_photos(pd.read_parquet(args.listings))
         started = time.perf_counter()
-        thumbnails = catalogue_thumbnails(products, args.images, params)
-        args.out.mkdir(parents=True, exist_ok=True)
+        reuse = {} if args.cold else reusable_thumbnails(args.out, params)
+        keys: dict[str, str] = {}
+        thumbnails = catalogue_thumbnails(products, args.images, params, keys=keys, reuse=reuse)
+        if args.out.exists():  # nothing of the last run survives but what was reused
+            shutil.rmtree(args.out)
+        args.out.mkdir(parents=True)
+        reused = 0
         if thumbnails is not None:
             thumbnails.save(args.out)
+            save_thumbnail_keys(args.out, params, keys)
+            reused = sum(digest in reuse for digest in keys.values())
+        count = 0 if thumbnails is None else len(thumbnails)
         write_json(
-            args.metrics, {"products": float(len(products)), **thumbnail_metrics(thumbnails)}
+            args.metrics,
+            {
+                "products": float(len(products)),
+                **thumbnail_metrics(thumbnails),
+                "reused": reused,
+                "computed": count - reused,
+            },
         )
         log.info(
-            "%s thumbnails of %d products, %.1f MB, in %.1f s",
-            0 if thumbnails is None else len(thumbnails),
+            "%s thumbnails of %d products (%d reused, %d computed), %.1f MB, in %.1f s",
+            count,
             len(products),
+            reused,
+            count - reused,
             0 if thumbnails is None else len(thumbnails.data) / 1e6,
             time.perf_counter() - started,
         )

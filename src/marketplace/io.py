@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -139,3 +140,23 @@ def replace_dir(new: Path, target: Path) -> None:
         raise
     if had_old:
         shutil.rmtree(old)
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes: the key an incremental stage reuses a result by."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    """Hex SHA-256 of a text's UTF-8 bytes (the key of a text's embedding)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_json_or_none(path: Path) -> Any | None:
+    """The JSON in ``path``, or ``None`` when it is missing or unreadable (an incremental
+    stage then starts cold rather than trusting a half-written record)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

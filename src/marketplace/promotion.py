@@ -6,6 +6,7 @@ the service should run. ``promote`` moves the alias only if the challenger is no
 than the current production on the gate metric (within a tolerance) for the listings as
 they come *and* for every query kind both versions were scored on (photo only, text
 only, photo + text: ``test_image_accuracy`` etc. beside ``test_accuracy``), unless forced;
+for ``test_accuracy`` both are scored on the same products (see ``shared_gate_rows``);
 ``rollback`` moves it back to the version it replaced. The alias history is kept on the
 registered model (tag ``<alias>.history``, oldest first), and each move is recorded as
 tags on the versions involved: when, what it replaced, the metrics compared.
@@ -21,16 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from marketplace.config import PromoteLiveParams, PromoteParams
 from marketplace.errors import StageError
 from marketplace.mlops import registry_lock
 from marketplace.models.query import QUERY_KINDS, kind_slug
-from marketplace.registry import INDEX_TAG
+from marketplace.registry import INDEX_TAG, OUTCOMES_TAG
 
 
 class PromotionRefusedError(StageError):
@@ -99,6 +103,63 @@ def gate_rows(challenger: Any, current: Any | None, metric: str) -> tuple[GateRo
             if tag in challenger.tags:
                 rows.append(GateRow(kind, tag, _metric(challenger, tag), _production(current, tag)))
     return tuple(rows)
+
+
+def _outcomes(client: Any, version: Any) -> pd.DataFrame | None:
+    """A version's per-product test outcomes (``registry.OUTCOMES_TAG``), or ``None`` for a
+    version trained before they were recorded."""
+    uri = version.tags.get(OUTCOMES_TAG, "")
+    if not uri.startswith("runs:/"):
+        return None
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(run_id, path, tmp)
+            return pd.read_csv(local, dtype={"product_id": str, "kind": str})
+    except Exception as exc:  # the gate must not pass on what it could not read
+        raise PromotionRefusedError(
+            f"{version.name} version {version.version}: cannot read its test outcomes "
+            f"({uri}): {type(exc).__name__}: {exc}; nothing was changed"
+        ) from None
+
+
+def shared_gate_rows(
+    client: Any, challenger: Any, current: Any | None, metric: str
+) -> tuple[tuple[GateRow, ...], int] | None:
+    """The gate's rows with both versions scored on the test products both were tested on.
+
+    The comparison chosen: the challenger and production are each scored on the products
+    their two test sets share (from the per-product outcomes each version's training
+    logged), overall and per query kind, never on two different test sets. With the stable
+    split (``data.split``) that is every test product of the older export still listed, so
+    the shared set is nearly all of production's test set. Production is not re-scored on
+    the challenger's test set: with the former split those products included many it had
+    trained on, which would flatter it. Returns the rows and the number of shared products,
+    or ``None`` (the tags are compared as before) where the metric is not ``test_accuracy``,
+    there is no production yet, either version has no recorded outcomes (trained before
+    they were) or the two test sets share no product.
+    """
+    if current is None or metric != "test_accuracy":
+        return None
+    ours, theirs = _outcomes(client, challenger), _outcomes(client, current)
+    if ours is None or theirs is None:
+        return None
+    shared = set(ours.loc[ours["kind"] == "all", "product_id"]) & set(
+        theirs.loc[theirs["kind"] == "all", "product_id"]
+    )
+    if not shared:
+        return None
+    rows = []
+    for kind in ("all", *QUERY_KINDS):
+        a = ours[(ours["kind"] == kind) & ours["product_id"].isin(shared)]
+        b = theirs[(theirs["kind"] == kind) & theirs["product_id"].isin(shared)]
+        both = set(a["product_id"]) & set(b["product_id"])  # e.g. products with a photo
+        if not both:
+            continue
+        a, b = a[a["product_id"].isin(both)], b[b["product_id"].isin(both)]
+        tag = metric if kind == "all" else kind_tag(metric, kind)
+        rows.append(GateRow(kind, tag, float(a["correct"].mean()), float(b["correct"].mean())))
+    return tuple(rows), len(shared)
 
 
 def gate_table(rows: tuple[GateRow, ...]) -> str:
@@ -223,14 +284,21 @@ def _promote(
         return PromotionResult(
             name, alias, "unchanged", str(version), previous, params.metric, value, value, force
         )
-    rows = gate_rows(challenger, current, params.metric)
+    shared = shared_gate_rows(client, challenger, current, params.metric)
+    if shared is None:
+        rows = gate_rows(challenger, current, params.metric)
+        basis = "each version's own test set (the tags)"
+    else:
+        rows, products = shared
+        value, previous_value = rows[0].challenger, rows[0].production
+        basis = f"the {products} test products both versions share"
     worse = [row for row in rows if row.worse_by_more_than(params.tolerance)]
     if not force and worse:
         which = ", ".join(f"{row.tag} {row.challenger:.4f}" for row in worse)
         raise PromotionRefusedError(
             f"{name} version {version} is worse than production (version {previous}) by "
-            f"more than the tolerance {params.tolerance} on {which}; use --force to "
-            f"promote anyway\n{gate_table(rows)}"
+            f"more than the tolerance {params.tolerance} on {which}, scored on {basis}; "
+            f"use --force to promote anyway\n{gate_table(rows)}"
         )
     live = None
     if params.live.required and not force and previous is not None:
@@ -247,6 +315,7 @@ def _promote(
         f"{alias}.replaced": previous or "none",
         f"{alias}.gate": gate,
         f"{alias}.forced": str(force).lower(),
+        **({f"{alias}.gate_basis": basis} if current is not None else {}),
         **({f"{alias}.gate_by_kind": json.dumps(per_kind)} if per_kind else {}),
         **({f"{alias}.live_gate": live} if live else {}),
     }.items():

@@ -261,6 +261,12 @@ def training_run(kind: str, params: Params) -> Iterator[Callable[[dict[str, floa
         yield on_epoch
 
 
+# The per-product test outcomes of a version (``TrainedModel.test_outcomes``): a CSV in its
+# run, named by a version tag, so the promotion gate can compare versions on shared products.
+OUTCOMES_ARTIFACT = "reports/test_outcomes.csv"
+OUTCOMES_TAG = "test_outcomes"
+
+
 def log_trained(
     trained: TrainedModel,
     model_dir: Path,
@@ -282,6 +288,12 @@ def log_trained(
     mlflow.log_dict(trained.report, "reports/per_class.json")
     if reference is not None:
         log_reference(reference)
-    return log_and_register(
-        trained, model_dir, model_name, example, standard_tags(stage), card=card
-    )
+    tags = standard_tags(stage)
+    if trained.test_outcomes is not None:  # what the promotion gate compares versions on
+        mlflow.log_text(
+            trained.test_outcomes.to_csv(index=False, lineterminator="\n"), OUTCOMES_ARTIFACT
+        )
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+        tags[OUTCOMES_TAG] = f"runs:/{run_id}/{OUTCOMES_ARTIFACT}"
+        tags["test_products"] = str(trained.test_outcomes["product_id"].nunique())
+    return log_and_register(trained, model_dir, model_name, example, tags, card=card)

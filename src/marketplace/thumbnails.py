@@ -31,16 +31,21 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from marketplace.io import file_sha256, read_json_or_none, write_json
+
 THUMBNAILS_FORMAT = 1
 THUMBNAILS_META = "thumbnails.json"
 THUMBNAILS_DATA = "thumbnails.bin"
+# Beside them in the thumbnails stage's out only (the index does not copy it): which photo
+# (SHA-256 of the cleaned canvas) and params each thumbnail was made from, for reuse.
+THUMBNAILS_KEYS = "keys.json"
 MEDIA_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
 # Pixels darker than this (0-255, on the grey level) count as the cleaning canvas when the
 # letterbox bars are trimmed: JPEG ringing leaves values of a few units around the photo.
@@ -152,29 +157,47 @@ def build_thumbnails(
     quality: int,
     image_format: str,
     workers: int = 1,
+    reuse: Mapping[str, bytes] | None = None,
+    keys: dict[str, str] | None = None,
 ) -> ThumbnailSet:
     """Thumbnails of ``(product id, image ids)`` pairs from the cleaned photos in ``images_dir``.
 
     A product's first image id with a cleaned file is used; products with none get no
     thumbnail (the API answers 404 for them). ``workers`` > 1 encodes in that many
-    processes (WebP at ``method=6`` is the slow part).
+    processes (WebP at ``method=6`` is the slow part). Incremental: with ``keys`` (filled
+    in: product id -> SHA-256 of the photo its thumbnail is made from) and ``reuse`` (such
+    a hash -> a thumbnail made from it with the same params), a photo already encoded is
+    not encoded again; the result is the same bytes either way.
     """
+    order: list[str] = []
+    ready: dict[str, bytes] = {}
     jobs = []
     for product_id, image_ids in products:
         path = next((p for p in (images_dir / f"{i}.jpg" for i in image_ids) if p.is_file()), None)
-        if path is not None:
-            jobs.append((str(product_id), path, size, quality, image_format))
+        if path is None:
+            continue
+        product_id = str(product_id)
+        order.append(product_id)
+        if keys is not None or reuse is not None:
+            digest = file_sha256(path)
+            if keys is not None:
+                keys[product_id] = digest
+            if reuse is not None and digest in reuse:
+                ready[product_id] = reuse[digest]
+                continue
+        jobs.append((product_id, path, size, quality, image_format))
     if workers > 1 and len(jobs) > 64:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers) as pool:
-            encoded = list(pool.map(_thumbnail_job, jobs, chunksize=64))
+            ready.update(pool.map(_thumbnail_job, jobs, chunksize=64))
     else:
-        encoded = [_thumbnail_job(job) for job in jobs]
+        ready.update(_thumbnail_job(job) for job in jobs)
     offsets: dict[str, tuple[int, int]] = {}
     chunks = []
     position = 0
-    for product_id, blob in encoded:
+    for product_id in order:
+        blob = ready[product_id]
         offsets[product_id] = (position, len(blob))
         chunks.append(blob)
         position += len(blob)
@@ -200,11 +223,18 @@ def product_photos(listings: Any) -> Any:
 
 
 def catalogue_thumbnails(
-    image_ids: Any, images_dir: Path, params: Any, workers: int | None = None
+    image_ids: Any,
+    images_dir: Path,
+    params: Any,
+    workers: int | None = None,
+    *,
+    keys: dict[str, str] | None = None,
+    reuse: Mapping[str, bytes] | None = None,
 ) -> ThumbnailSet | None:
     """The thumbnails of a catalogue (each product's image ids, as ``product_photos`` or
     ``products_table(...)["image_ids"]`` give them) as the index params ask
     (``thumbnail_size``, ``_quality``, ``_format``); ``None`` when the size is 0.
+    ``keys`` and ``reuse``: see ``build_thumbnails`` (``reusable_thumbnails`` gives them).
     """
     if not params.thumbnail_size:
         return None
@@ -215,7 +245,44 @@ def catalogue_thumbnails(
         quality=params.thumbnail_quality,
         image_format=params.thumbnail_format,
         workers=workers if workers is not None else (os.cpu_count() or 1),
+        keys=keys,
+        reuse=reuse,
     )
+
+
+def _keys_params(params: Any) -> dict[str, Any]:
+    return {
+        "format_version": THUMBNAILS_FORMAT,
+        "size": params.thumbnail_size,
+        "quality": params.thumbnail_quality,
+        "image_format": params.thumbnail_format,
+    }
+
+
+def reusable_thumbnails(folder: Path, params: Any) -> dict[str, bytes]:
+    """Photo hash -> thumbnail, from the thumbnails an earlier run left in ``folder``
+    (``THUMBNAILS_KEYS`` says which photo each was made from); empty when there are none
+    or other params made them (then every thumbnail is encoded again)."""
+    keys = read_json_or_none(folder / THUMBNAILS_KEYS)
+    if not isinstance(keys, dict) or keys.get("params") != _keys_params(params):
+        return {}
+    try:
+        previous = ThumbnailSet.load(folder)
+    except (OSError, ValueError, KeyError):
+        return {}
+    if previous is None:
+        return {}
+    reuse = {}
+    for product_id, digest in keys.get("products", {}).items():
+        blob = previous.get(product_id)
+        if blob is not None:
+            reuse[digest] = blob
+    return reuse
+
+
+def save_thumbnail_keys(folder: Path, params: Any, keys: Mapping[str, str]) -> None:
+    """``THUMBNAILS_KEYS``: the params and, per product, the hash of its thumbnail's photo."""
+    write_json(folder / THUMBNAILS_KEYS, {"params": _keys_params(params), "products": keys})
 
 
 def thumbnail_metrics(thumbnails: ThumbnailSet | None) -> dict[str, float]:

@@ -56,7 +56,7 @@ def test_outputs_exist_and_agree(repo: Path) -> None:
     label_map = json.loads((repo / "outputs/clean/label_map.json").read_text())
     assert len(label_map["categories"]) == 13
     assert set(listings["label"]) == set(range(13))
-    cleaned = {p.stem for p in (repo / "outputs/images").iterdir()}
+    cleaned = {p.stem for p in (repo / "outputs/images").glob("*.jpg")}  # + manifest.json
     report = pd.read_csv(repo / "reports/clean_images.csv", keep_default_na=False)
     assert cleaned == set(report.loc[report["status"] == "ok", "image_id"])
     split_ids = [
@@ -212,7 +212,7 @@ def test_registered_model_round_trip(repo: Path) -> None:
 
     _mlflow(repo)
     model = mlflow.pyfunc.load_model("models:/marketplace-combined/1")
-    photo = next((repo / "outputs/images").iterdir()).read_bytes()
+    photo = next((repo / "outputs/images").glob("*.jpg")).read_bytes()
     frame = pd.DataFrame(
         {
             "image": [base64.b64encode(photo).decode(), None],

@@ -28,6 +28,7 @@ from marketplace.compute import Runner, stream_batches
 from marketplace.data.export import read_export_csv
 from marketplace.data.schema import IMAGE_COLUMNS, IMAGE_EXTENSIONS, IMAGES_DIR, IMAGES_FILE
 from marketplace.errors import InputError
+from marketplace.io import file_sha256, read_json_or_none, write_json
 
 # Pillow's own decompression-bomb limit (~179 Mpx): reused, but raised as an error.
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
@@ -253,6 +254,28 @@ def results_frame(results: Iterable[ImageResult]) -> pd.DataFrame:
     return pd.DataFrame([asdict(r) for r in results], columns=columns)
 
 
+MANIFEST = "manifest.json"  # in the cleaned folder: what each canvas was made from
+MANIFEST_FORMAT = 1
+
+
+def _manifest_params(size: int, jpeg_quality: int) -> dict[str, object]:
+    """What a canvas depends on besides the photo's bytes (a change recomputes all)."""
+    return {"format": MANIFEST_FORMAT, "size": size, "jpeg_quality": jpeg_quality}
+
+
+def read_manifest(out_dir: Path, size: int, jpeg_quality: int) -> dict[str, dict[str, Any]]:
+    """The reusable results of an earlier run into ``out_dir``: image id -> its ``ImageResult``
+    fields and ``sha256`` (of the photo it was made from); empty when there was none, or it
+    was made with other params (then nothing is reused)."""
+    manifest = read_json_or_none(out_dir / MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("params") != _manifest_params(
+        size, jpeg_quality
+    ):
+        return {}
+    images = manifest.get("images")
+    return images if isinstance(images, dict) else {}
+
+
 def clean_export_images(
     export_dir: Path,
     out_dir: Path,
@@ -262,21 +285,44 @@ def clean_export_images(
     workers: int = 0,
     progress: bool = True,
     runner: Runner | None = None,
+    reuse: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """Clean the photo of every image row of an export's ``Images.csv``.
 
     Reads ``Images.csv`` itself rather than the cleaned table, so that a change to tabular
     cleaning never re-runs the (slow) image stage. Returns the per-image report and the
-    metrics: rows in, images cleaned, failures per reason, and files that no row lists.
+    metrics: rows in, images cleaned (``computed`` now, ``reused`` from the last run),
+    failures per reason, and files that no row lists.
+
+    Incremental: ``out_dir/manifest.json`` records, for every canvas, the SHA-256 of the
+    photo it was made from and the params (size, JPEG quality). With ``reuse``, a canvas
+    whose photo bytes and params are unchanged is kept as it is; only new or changed photos
+    are cleaned, and canvases of image ids no longer listed (or no longer cleanable) are
+    deleted, so the folder equals a cold build's, manifest included. The DVC out is
+    ``persist: true`` so that DVC leaves the folder in place for this.
     """
     rows, row_issues = read_export_csv(export_dir / IMAGES_FILE, IMAGE_COLUMNS)
-    ids = [row["id"].strip() for _, row in rows if row["id"].strip()]
+    ids = list(dict.fromkeys(row["id"].strip() for _, row in rows if row["id"].strip()))
     images_dir = export_dir / IMAGES_DIR
-    if out_dir.exists():  # stale canvases from an earlier run must not survive
+    files = index_image_files(images_dir)
+    previous = read_manifest(out_dir, size, jpeg_quality) if reuse else {}
+    if not previous and out_dir.exists():  # stale canvases from an earlier run must not survive
         shutil.rmtree(out_dir)
-    results = list(
-        clean_image_files(
-            ids,
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hashes = {i: file_sha256(files[i]) for i in ids if i in files}
+    reused: dict[str, ImageResult] = {}
+    for i, digest in hashes.items():
+        old = previous.get(i)
+        if old is not None and old.get("sha256") == digest and (out_dir / f"{i}.jpg").is_file():
+            fields = {k: old[k] for k in ImageResult.__dataclass_fields__}
+            reused[i] = ImageResult(**fields)
+    todo = [i for i in ids if i not in reused]
+    for i in todo:  # never write through a file of the earlier run (it may be a DVC link)
+        (out_dir / f"{i}.jpg").unlink(missing_ok=True)
+    computed = {
+        r.image_id: r
+        for r in clean_image_files(
+            todo,
             images_dir,
             out_dir,
             size=size,
@@ -285,6 +331,22 @@ def clean_export_images(
             progress=progress,
             runner=runner,
         )
+    }
+    results = [reused[i] if i in reused else computed[i] for i in ids]
+    keep = {f"{r.image_id}.jpg" for r in results if r.status == "ok"} | {MANIFEST}
+    for entry in os.scandir(out_dir):  # deleted ids, and outputs of now failing photos
+        if entry.name not in keep:
+            os.unlink(entry.path)
+    write_json(
+        out_dir / MANIFEST,
+        {
+            "params": _manifest_params(size, jpeg_quality),
+            "images": {
+                r.image_id: {**asdict(r), "sha256": hashes[r.image_id]}
+                for r in results
+                if r.status == "ok"
+            },
+        },
     )
     report = results_frame(results)
     unlisted = unlisted_files(images_dir, ids)
@@ -294,6 +356,8 @@ def clean_export_images(
         "unreadable_rows": len(row_issues),
         "unique_ids": len(results),
         "cleaned": sum(r.status == "ok" for r in results),
+        "reused": len(reused),
+        "computed": len(todo),
         "failed": dict(sorted(failed.items())),
         "unlisted_files": len(unlisted),
         "size": size,

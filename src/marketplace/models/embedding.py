@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from marketplace.compute import Runner, stream_batches
 from marketplace.config import EmbedImagesParams, EmbedTextParams
-from marketplace.io import RowBlocks, write_npz
+from marketplace.io import RowBlocks, file_sha256, text_sha256, write_npz
 from marketplace.models.encoders import ImageEncoder, TextEncoder, image_backbone
 from marketplace.preprocessing import ImagePreprocessing, listing_text
 
@@ -78,13 +78,19 @@ class EmbeddingStream:
     ids: np.ndarray  # str
     blocks: Iterator[np.ndarray]  # float32 [k, D] each, consecutive rows
     spec: Callable[[int], dict[str, Any]]  # who made the vectors, given their dimension
+    keys: np.ndarray | None = None  # str: SHA-256 of each row's input (what reuse is keyed by)
+    reused: int = 0  # rows taken from the previous file (``reusable_vectors``)
+    computed: int = 0  # rows the encoder ran on now
 
     def save(self, path: Path) -> int:
-        """The file ``EmbeddingSet.save`` writes, to the byte; returns the dimension."""
+        """The file ``EmbeddingSet.save`` writes (plus the ``keys``), to the byte; returns
+        the dimension."""
         first = next(self.blocks)
         dim = int(first.shape[1])
         vectors = (np.asarray(b, dtype=np.float32) for b in itertools.chain([first], self.blocks))
-        _write_embeddings(path, self.ids, RowBlocks(len(self.ids), vectors), self.spec(dim))
+        _write_embeddings(
+            path, self.ids, RowBlocks(len(self.ids), vectors), self.spec(dim), self.keys
+        )
         return dim
 
     def collect(self) -> EmbeddingSet:
@@ -94,17 +100,84 @@ class EmbeddingStream:
 
 
 def _write_embeddings(
-    path: Path, ids: np.ndarray, vectors: np.ndarray | RowBlocks, spec: dict[str, Any]
+    path: Path,
+    ids: np.ndarray,
+    vectors: np.ndarray | RowBlocks,
+    spec: dict[str, Any],
+    keys: np.ndarray | None = None,
 ) -> None:
-    """The embeddings file (``EmbeddingSet.load`` reads it), from whole or streamed vectors."""
-    write_npz(
-        path,
-        {
-            "ids": ids.astype(str),
-            "vectors": vectors,
-            "spec": np.array(json.dumps(spec, sort_keys=True)),
-        },
+    """The embeddings file (``EmbeddingSet.load`` reads it), from whole or streamed vectors;
+    ``keys`` (the content hash of each row's input) lets the next run reuse the rows."""
+    arrays: dict[str, np.ndarray | RowBlocks] = {
+        "ids": ids.astype(str),
+        "vectors": vectors,
+        "spec": np.array(json.dumps(spec, sort_keys=True)),
+    }
+    if keys is not None:
+        arrays["keys"] = keys.astype(str)
+    write_npz(path, arrays)
+
+
+def reusable_vectors(
+    path: Path | None, spec_matches: Callable[[dict[str, Any]], bool]
+) -> tuple[dict[str, int], np.ndarray] | None:
+    """The rows an incremental run may reuse from the embeddings file at ``path``: content
+    key -> row, and the vectors; ``None`` when there is no file, it has no keys (written
+    before reuse existed) or another encoder spec made it (then everything is recomputed)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "keys" not in data.files or not spec_matches(json.loads(str(data["spec"]))):
+                return None
+            keys, vectors = data["keys"], data["vectors"]
+    except (OSError, ValueError, KeyError):  # unreadable: start cold
+        return None
+    return {str(k): row for row, k in enumerate(keys)}, vectors
+
+
+def _incremental(
+    ids: np.ndarray,
+    keys: list[str],
+    items: Sequence[Any],
+    make: Callable[..., Any],
+    spec: Callable[[int], dict[str, Any]],
+    previous: tuple[dict[str, int], np.ndarray] | None,
+    *,
+    runner: Runner | None,
+    progress: bool,
+    chunk: int = 4096,
+) -> EmbeddingStream:
+    """An ``EmbeddingStream`` of ``items`` (row ``i`` is ``ids[i]``, its input's hash
+    ``keys[i]``) that runs the encoder only on rows whose key ``previous`` lacks and takes
+    the others' vectors from it: the same rows, in the same order, as a cold run."""
+    rows = np.array(
+        [-1 if previous is None else previous[0].get(k, -1) for k in keys], dtype=np.int64
     )
+    todo = [item for item, row in zip(items, rows, strict=True) if row < 0]
+    key_array = np.array(keys, dtype=str)
+    if previous is None or not len(rows):  # cold (``stream_batches`` as it always ran)
+        cold = stream_batches(make, todo, runner, progress=progress)
+        return EmbeddingStream(ids, cold, spec, key_array, 0, len(todo))
+    computed = stream_batches(make, todo, runner, progress=progress) if todo else iter(())
+    old = previous[1]
+
+    def merged() -> Iterator[np.ndarray]:  # one chunk of rows at a time, in order
+        pending: list[np.ndarray] = []
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            out = np.empty((len(part), old.shape[1]), dtype=np.float32)
+            found = part >= 0
+            out[found] = old[part[found]]
+            need = int((~found).sum())
+            while sum(len(b) for b in pending) < need:
+                pending.append(np.asarray(next(computed), dtype=np.float32))
+            fresh = np.concatenate(pending) if pending else np.zeros((0, old.shape[1]))
+            out[~found] = fresh[:need]
+            pending = [fresh[need:]] if len(fresh) > need else []
+            yield out
+
+    return EmbeddingStream(ids, merged(), spec, key_array, len(rows) - len(todo), len(todo))
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -250,15 +323,29 @@ def stream_catalogue_images(
     canvas_size: int,
     progress: bool = True,
     runner: Runner | None = None,
+    previous: Path | None = None,
 ) -> EmbeddingStream:
     """Embed every cleaned canvas in ``images_dir`` (``<image id>.jpg``), sorted by id; in
     this process, or batch by batch with ``runner`` (``marketplace.compute``). The vectors
-    come as they are made: ``EmbeddingStream.save`` writes them, ``collect`` holds them."""
+    come as they are made: ``EmbeddingStream.save`` writes them, ``collect`` holds them.
+
+    Incremental: each row is keyed by the SHA-256 of its canvas file; with ``previous``
+    (the last run's file, usually the output itself) rows whose canvas is unchanged and
+    whose encoder spec (encoder, weights, canvas and input size, bf16) is the same are
+    reused, and only new or changed canvases go through the encoder."""
     paths = sorted(images_dir.glob("*.jpg"))
     make = functools.partial(image_embedder, params, canvas_size)
-    blocks = stream_batches(make, [str(p) for p in paths], runner, progress=progress)
     spec = image_spec(params, canvas_size)
-    return EmbeddingStream(np.array([p.stem for p in paths]), blocks, lambda _: spec)
+    return _incremental(
+        np.array([p.stem for p in paths]),
+        [file_sha256(p) for p in paths],
+        [str(p) for p in paths],
+        make,
+        lambda _: spec,
+        reusable_vectors(previous, lambda old: old == spec),
+        runner=runner,
+        progress=progress,
+    )
 
 
 def text_embedder(
@@ -277,16 +364,26 @@ def stream_catalogue_texts(
     *,
     progress: bool = True,
     runner: Runner | None = None,
+    previous: Path | None = None,
 ) -> EmbeddingStream:
     """Embed each product's ``listing_text`` (one row per product id, sorted by id); in this
     process, or batch by batch with ``runner``. ``EmbeddingStream.save`` writes the vectors
-    as they come, ``collect`` holds them."""
+    as they come, ``collect`` holds them.
+
+    Incremental: each row is keyed by the SHA-256 of its text; with ``previous`` (the last
+    run's file) rows whose text and encoder spec are unchanged are reused."""
     unique = products.drop_duplicates("product_id").sort_values("product_id")
     texts = [
         listing_text(t, d) for t, d in zip(unique["title"], unique["description"], strict=True)
     ]
     make = functools.partial(text_embedder, params)
-    blocks = stream_batches(make, texts, runner, progress=progress)
-    return EmbeddingStream(
-        unique["product_id"].to_numpy(str), blocks, functools.partial(text_spec, params)
+    return _incremental(
+        unique["product_id"].to_numpy(str),
+        [text_sha256(t) for t in texts],
+        texts,
+        make,
+        functools.partial(text_spec, params),
+        reusable_vectors(previous, lambda old: old == text_spec(params, int(old.get("dim", 0)))),
+        runner=runner,
+        progress=progress,
     )

@@ -56,6 +56,10 @@ class TrainedModel:
     report: dict[str, Any]
     # Calibrated val probabilities per query kind: the drift monitor's confidence reference
     val_by_kind: dict[str, np.ndarray] = field(default_factory=dict)
+    # One row per (test product, query kind): whether it was classified right. Logged with
+    # the version so that the promotion gate can score two versions on the test products
+    # they share (``marketplace.promotion``).
+    test_outcomes: pd.DataFrame | None = None
 
 
 def evaluate_by_kind(
@@ -66,6 +70,7 @@ def evaluate_by_kind(
     metrics: dict[str, float],
     inputs_of: dict[str, list[Any]] | None = None,
     by_kind: dict[str, dict[str, np.ndarray]] | None = None,
+    outcomes: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Fit a temperature per query kind on val; score every kind of every split.
 
@@ -75,6 +80,8 @@ def evaluate_by_kind(
     calibrated probabilities of the listings as they come (row-aligned with the split).
     ``inputs_of`` replaces a split's inputs (a fine-tuned encoder reads pixels or tokens).
     ``by_kind``, when given, receives each split's calibrated probabilities per query kind.
+    ``outcomes`` receives, per split, one row per (product, query kind: ``all`` for the
+    listings as they come) with ``correct`` (``outcome_rows``).
     """
     calibration: dict[str, float] = {}
     as_they_come: dict[str, np.ndarray] = {}
@@ -84,6 +91,7 @@ def evaluate_by_kind(
             part = SplitData(inputs_of[name], part.labels, part.ids)
         views = query_views(model_kind, part)
         calibrated = {}
+        rows = []
         for query, view in views.items():
             logits = (
                 predict_logits(model, view.inputs, 64 if inputs_of else 1024)
@@ -94,6 +102,7 @@ def evaluate_by_kind(
                 calibration[query] = round(fit_temperature(logits, view.labels), 6)
             probs = (logits / calibration[query]).softmax(dim=1).numpy()
             calibrated[query] = probs
+            rows.append(outcome_rows(view.ids, query, probs, view.labels.numpy()))
             metrics.update(
                 classification_metrics(probs, view.labels.numpy(), f"{name}_{kind_slug(query)}_")
             )
@@ -107,7 +116,18 @@ def evaluate_by_kind(
         if by_kind is not None:
             by_kind[name] = calibrated
         metrics.update(classification_metrics(mixed, part.labels.numpy(), f"{name}_"))
+        if outcomes is not None:
+            rows.insert(0, outcome_rows(part.ids, "all", mixed, part.labels.numpy()))
+            outcomes[name] = pd.concat(rows, ignore_index=True)
     return calibration, as_they_come
+
+
+def outcome_rows(
+    ids: list[str], kind: str, probabilities: np.ndarray, labels: np.ndarray
+) -> pd.DataFrame:
+    """Per product of a split: the query kind, and whether the top class is the label."""
+    correct = probabilities.argmax(axis=1) == labels if len(ids) else np.zeros(0, dtype=bool)
+    return pd.DataFrame({"product_id": list(ids), "kind": kind, "correct": correct.astype(int)})
 
 
 def _fit_config(head: HeadParams, seed: int) -> FitConfig:
@@ -246,8 +266,16 @@ def train_classifier(
         metrics["finetune_best_epoch"] = float(tuned.result.best_epoch)
     model, inputs_of = (head, None) if tuned is None else (tuned.model, tuned.inputs)
     by_kind: dict[str, dict[str, np.ndarray]] = {}
+    outcomes: dict[str, pd.DataFrame] = {}
     calibration, probabilities = evaluate_by_kind(
-        kind, model, {"val": val, "test": test}, n_classes, metrics, inputs_of, by_kind
+        kind,
+        model,
+        {"val": val, "test": test},
+        n_classes,
+        metrics,
+        inputs_of,
+        by_kind=by_kind,
+        outcomes=outcomes,
     )
     image_spec = dict(images.spec) if images is not None and kind != "text" else None
     text_spec = dict(texts.spec) if texts is not None and kind != "vision" else None
@@ -277,4 +305,5 @@ def train_classifier(
         test_ids=test.ids,
         report=per_class_report(probabilities["test"], test.labels.numpy(), label_map.categories),
         val_by_kind=by_kind["val"],
+        test_outcomes=outcomes["test"],
     )
