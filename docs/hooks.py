@@ -9,15 +9,17 @@ build runs one child process (``python docs/hooks.py collect OUT``, with the wor
   ``params.yaml`` (ruamel.yaml keeps comments) and the DVC stages that list it;
 - the HTTP API: ``serving.app.create_app().openapi()``, without the lifespan, so no model
   or registry is touched (the child checks that ``Marketplace.from_registry`` never ran);
-- the service's environment settings (``serving.settings.Settings``) and databases;
+- the service's environment settings (``serving.settings.Settings``) and databases, and the
+  Prometheus metrics its ``/metrics`` declares (read through a test client, no lifespan);
 - every command's ``--help``: each module with a ``__main__`` block (or a ``__main__.py``)
   under ``pipeline/``, ``serving/``, ``ops/`` and ``src/marketplace/``, and each
   ``[project.scripts]`` entry. They run in that one process with ``parse_args`` stopped
   before any work, so torch is imported once rather than once per command.
 
-The pipeline's stage table (``concepts/pipeline.md``) is generated from ``dvc.yaml`` in this
-process. Anything the collector cannot read is a warning, which ``mkdocs build --strict``
-(``make docs``, ``tests/test_docs.py``) turns into a failed build.
+Hand-written pages take generated tables through markers: ``<!-- generated: dvc stages -->``
+(the stage table, from ``dvc.yaml``, in this process) and ``<!-- generated: metrics -->``.
+Anything the collector cannot read is a warning, which ``mkdocs build --strict`` (``make
+docs``, ``tests/docs/test_site.py``) turns into a failed build.
 """
 
 from __future__ import annotations
