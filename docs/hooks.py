@@ -443,13 +443,37 @@ def _bounds(schema: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _stages(dvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The stages of dvc.yaml; a ``foreach``/``matrix`` stage as its ``do`` template
+    (named ``<stage>@…``), every ``cmd`` as a list of commands."""
+    stages = {}
+    for name, spec in (dvc.get("stages") or {}).items():
+        if "do" in spec:
+            name, spec = f"{name}@…", spec["do"]
+        cmd = spec.get("cmd", [])
+        stages[name] = {**spec, "cmd": [str(c) for c in (cmd if isinstance(cmd, list) else [cmd])]}
+    return stages
+
+
+def _param_keys(entries: list[Any]) -> list[str]:
+    """A stage's ``params`` as keys: ``key``, or ``{file: [keys]}`` (``file`` itself when it
+    lists none: the whole file)."""
+    keys = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            for file, listed in entry.items():
+                keys += [str(k) for k in listed] if listed else [str(file)]
+        else:
+            keys.append(str(entry))
+    return keys
+
+
 def _stage_params(dvc: dict[str, Any]) -> dict[str, list[str]]:
     """Params key (or section) -> the stages that list it in dvc.yaml."""
     readers: dict[str, list[str]] = {}
-    for stage, spec in dvc.get("stages", {}).items():
-        for entry in spec.get("params", []):
-            for key in entry if isinstance(entry, dict) else [entry]:
-                readers.setdefault(str(key), []).append(stage)
+    for stage, spec in _stages(dvc).items():
+        for key in _param_keys(spec.get("params", [])):
+            readers.setdefault(key, []).append(stage)
     return readers
 
 
@@ -703,10 +727,11 @@ def render_environment(data: dict[str, Any]) -> str:
 
 def render_cli(commands: list[dict[str, Any]], dvc: dict[str, Any]) -> str:
     stage_of: dict[str, list[str]] = {}
-    for stage, spec in dvc.get("stages", {}).items():
-        match = re.match(r"python -m (\S+)", str(spec.get("cmd", "")))
-        if match:
-            stage_of.setdefault(match.group(1), []).append(stage)
+    for stage, spec in _stages(dvc).items():
+        for cmd in spec["cmd"]:
+            match = re.match(r"python -m (\S+)", cmd)
+            if match:
+                stage_of.setdefault(match.group(1), []).append(stage)
     out = [
         "# Commands",
         "",
@@ -769,7 +794,7 @@ def _paths(entries: list[Any]) -> list[str]:
 
 def render_stages(dvc: dict[str, Any]) -> str:
     """The stage table of ``dvc.yaml``: reads, params, writes, and the stages before."""
-    stages = dvc.get("stages", {})
+    stages = _stages(dvc)
     producer = {}
     for name, spec in stages.items():
         for path in _paths(spec.get("outs", [])):
@@ -784,7 +809,7 @@ def render_stages(dvc: dict[str, Any]) -> str:
             for path, stage in producer.items():
                 if (dep == path or dep.startswith(path + "/")) and stage not in after:
                     after.append(stage)
-        params = [next(iter(p)) if isinstance(p, dict) else str(p) for p in spec.get("params", [])]
+        params = _param_keys(spec.get("params", []))
         reports = _paths(spec.get("metrics", [])) + _paths(spec.get("plots", []))
         out.append(
             f"| `{name}` | {', '.join(f'`{s}`' for s in after)} "
@@ -793,7 +818,7 @@ def render_stages(dvc: dict[str, Any]) -> str:
             f"| {'<br>'.join(f'`{o}`' for o in _paths(spec.get('outs', [])))} "
             f"| {'<br>'.join(f'`{r}`' for r in reports)} |"
         )
-    commands = sorted({str(spec.get("cmd")) for spec in stages.values()})
+    commands = sorted({cmd for spec in stages.values() for cmd in spec["cmd"]})
     out += [
         "",
         "Commands: " + ", ".join(f"`{c}`" for c in commands) + " "

@@ -100,3 +100,24 @@ def test_table_cells_escape_pipes_outside_code() -> None:
     cell = _hooks()._cell
     assert cell("a | b `c|d`") == "a \\| b `c|d`"
     assert cell("one\nline\n\nnext") == "one line<br>next"
+
+
+def test_the_stage_table_reads_templated_stages_and_param_files() -> None:
+    """``foreach`` stages, command lists and ``{file: [keys]}`` params, as dvc.yaml allows."""
+    hooks = _hooks()
+    dvc = {
+        "stages": {
+            "clean": {"cmd": "python -m pipeline.clean", "outs": ["outputs/clean"]},
+            "shard": {
+                "foreach": [0, 1],
+                "do": {
+                    "cmd": ["python -m pipeline.shard ${item}", "echo done"],
+                    "deps": ["outputs/clean/rows.parquet", "pipeline/shard.py"],
+                    "params": [{"params.yaml": ["shard.size"]}],
+                },
+            },
+        }
+    }
+    table = hooks.render_stages(dvc)
+    assert "| `shard@…` | `clean` | `outputs/clean/rows.parquet` | `shard.size` |" in table
+    assert hooks._stage_params(dvc) == {"shard.size": ["shard@…"]}
