@@ -512,6 +512,8 @@ def render_params(data: dict[str, Any], dvc: dict[str, Any]) -> str:
         out += [f"## `{name}` {{#{name}}}", ""]
         if item["doc"]:
             out += [item["doc"], ""]
+        if item["comment"]:
+            out += [f"In `params.yaml`: {item['comment']}", ""]
         members = [sub for sub in keys[index + 1 :] if sub["key"].startswith(name + ".")]
         stages = sorted({s for sub in [item, *members] for s in read_by(sub["key"])})
         out += [
@@ -741,8 +743,9 @@ def render_cli(commands: list[dict[str, Any]], dvc: dict[str, Any]) -> str:
         "project root with the project's environment (`.venv/bin/python -m ...`, or with "
         "`.venv/bin` first on `PATH`). `make help` lists the Makefile's shortcuts to them.",
         "",
-        "Expected failures (a bad `params.yaml`, a malformed export, a refused promotion) "
-        "end with one line on stderr and exit code 2.",
+        "In the `pipeline.*` commands, an expected failure (a bad `params.yaml`, a malformed "
+        "export, a refused promotion) ends with one line on stderr and exit code 2; anything "
+        "else is a bug and keeps its traceback.",
         "",
     ]
     groups = (
