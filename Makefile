@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv browser demo test test-fast lint format bench lock clean ui serve promote rollback evaluate monitor
+.PHONY: help venv browser demo test test-fast lint format bench lock clean ui serve promote rollback evaluate \
+	monitor docs docs-serve
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,13 +98,21 @@ rollback: venv ## Move the production alias back to the previous production vers
 ui: venv ## MLflow UI on http://127.0.0.1:5000 over the project's tracking store (prints where the training runs are)
 	$(PY) -m marketplace.mlops.ui --host 127.0.0.1 --port 5000
 
+# The site's reference pages are generated from the code at build time (docs/hooks.py);
+# --strict fails on any warning: a broken link, a page missing from the nav, a failed --help.
+docs: venv ## Build the documentation site into site/ (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: venv ## The documentation site on http://127.0.0.1:8001, rebuilt as docs/ changes
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+
 lock: venv ## Re-freeze requirements.lock from the current .venv
 	@{ sed -n '1,4p' requirements.lock; $(PY) -m pip freeze --exclude-editable \
 		| grep -v '^marketplace' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new
 	@mv requirements.lock.new requirements.lock
 
-clean: ## Remove derived files (outputs/, reports/); keeps data/ and .venv
-	rm -rf outputs reports .pytest_cache .ruff_cache
+clean: ## Remove derived files (outputs/, reports/, site/); keeps data/ and .venv
+	rm -rf outputs reports site .pytest_cache .ruff_cache
 
 # --- The team stack (issue 13): PostgreSQL + S3 + mlflow server on 127.0.0.1, no Docker ---
 .PHONY: stack stack-down stack-status stack-dvc
