@@ -123,13 +123,12 @@ async def put_product(
     log. Without ``category`` the model's prediction is stored. 201: new; 200: changed."""
     if live.market is not market:  # a reload swapped the model between the dependencies
         market = live.market
-    text_chars = len(form.title or "") + len(form.description or "")
-    if text_chars > settings.max_text_chars:
-        raise HTTPException(
-            422,
-            f"title and description are {text_chars} characters; "
-            f"the limit is {settings.max_text_chars}",
-        )
+    for name in ("title", "description", "location"):
+        value = getattr(form, name)
+        if value is not None and len(value) > settings.max_text_chars:
+            raise HTTPException(
+                422, f"{name} is {len(value)} characters; the limit is {settings.max_text_chars}"
+            )
     if form.category is not None and form.category not in market.categories:
         raise HTTPException(
             422, f"unknown category {form.category!r}; one of: {', '.join(market.categories)}"
@@ -202,7 +201,7 @@ async def delete_product(
     response_model=ListingRecord,
     responses={404: {"description": "unknown or deleted listing"}},
 )
-async def get_product(product_id: str, live: LiveDep) -> ListingRecord:
+async def get_product(product_id: ProductId, live: LiveDep) -> ListingRecord:
     """The listing as served now: built by the pipeline or live."""
     record = live.record(product_id)
     if record is None:
