@@ -6,9 +6,11 @@ The built index (``marketplace.index.ProductIndex``) is frozen when the pipeline
 - a listing put or deleted through the API **hides** its built position (a FAISS
   ``IDSelectorNot`` over the hidden positions, so neither a search nor a precomputed "more
   like this" list can return it);
-- a put listing's vector goes into a small exact FAISS index of live listings
-  (``IndexIDMap2`` over ``IndexFlatIP``: FAISS's own ids and ``remove_ids``), searched
-  beside the built one; the two hit lists are merged by score.
+- a put listing's vector goes into a row of a matrix of live listings, searched exactly
+  beside the built one (one matrix-vector product; a removed row is masked); the two hit
+  lists are merged by score. A FAISS ``IndexIDMap2`` over ``IndexFlatIP`` did the same
+  but cost 160 µs a query at 1,100 live listings against 56 µs for the product, which
+  put "more like this" over its target (BENCHMARKS.md, "Live listings").
 
 Vectors are made as the index stage makes them: the frozen encoders' outputs (cached in
 ``catalogue_vectors`` by content hash and encoder spec), then this model's branch layers.
@@ -17,8 +19,9 @@ encoder vectors, so only the heads run again.
 
 Each ``LiveCatalogue`` belongs to one loaded model and follows the log by ``seq``
 (``sync``); ``replay`` is the same ``sync`` from ``seq`` 0, applied in one batch. Readers
-never lock against a sync: the hidden positions and the live records are an immutable
-snapshot swapped in whole, and only the (small) live FAISS index is guarded by a lock.
+never lock against a sync: the hidden positions and the live records are a snapshot
+swapped in whole; a sync writes new rows only past the snapshot's row count (or into new
+arrays when they grow), and a removal only clears a row's ``alive`` flag.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class Embedded:
 class Entry:
     """A live listing as served: its record, where its vector is, what filters see."""
 
-    live_id: int  # the id in the live FAISS index
+    row: int  # its row in the live matrix
     record: dict[str, Any]  # RECORD_COLUMNS, as the built index's records
     description: str | None
     category_source: str | None
@@ -90,6 +93,33 @@ class Entry:
         return self.image_sha256 is not None
 
 
+class _Rows:
+    """The live listings' vectors and filter columns, one row per put (grown by doubling;
+    a row is never reused, so a reader's snapshot stays consistent)."""
+
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self.alive = np.zeros(capacity, dtype=bool)
+        self.price = np.full(capacity, np.nan)
+        self.category = np.empty(capacity, dtype=object)
+        self.has_image = np.zeros(capacity, dtype=bool)
+        self.entries: list[Entry | None] = [None] * capacity
+
+    def grown(self, needed: int) -> _Rows:
+        """Self if ``needed`` rows fit, else a copy with room (readers keep the old one)."""
+        capacity = len(self.alive)
+        if needed <= capacity:
+            return self
+        while capacity < needed:
+            capacity *= 2
+        new = _Rows(self.vectors.shape[1], capacity)
+        n = len(self.alive)
+        new.vectors[:n], new.alive[:n], new.price[:n] = self.vectors, self.alive, self.price
+        new.category[:n], new.has_image[:n] = self.category, self.has_image
+        new.entries[:n] = self.entries
+        return new
+
+
 @dataclass(frozen=True)
 class _State:
     """What readers see, swapped whole: hidden built positions and the live listings."""
@@ -99,7 +129,8 @@ class _State:
     selector: Any  # IDSelectorNot over the hidden positions (None when none)
     keep: Any  # the inner selector, kept alive for ``selector``
     entries: dict[str, Entry]  # live product id -> entry
-    by_live_id: dict[int, Entry]
+    rows: _Rows
+    n_rows: int  # rows written when this snapshot was taken
     deleted: frozenset[str]  # deleted through the API (built or live)
 
 
@@ -122,11 +153,9 @@ class LiveCatalogue:
             package.image_spec, sha, bool(package.encoder_overrides("image_encoder."))
         )
         self._sync_lock = threading.Lock()  # one sync at a time
-        self._faiss_lock = threading.Lock()  # the live FAISS index (searched and changed)
-        self._live = faiss.IndexIDMap2(faiss.IndexFlatIP(self.index.meta.dim))
-        self._next_id = 0
         n = len(self.index)
-        self._state = _State(np.zeros(n, dtype=bool), 0, None, None, {}, {}, frozenset())
+        rows = _Rows(self.index.meta.dim)
+        self._state = _State(np.zeros(n, dtype=bool), 0, None, None, {}, rows, 0, frozenset())
         self.replay_seconds = 0.0
         self.computed_vectors = 0  # encoder vectors not found in the cache (replay/sync)
 
@@ -258,12 +287,13 @@ class LiveCatalogue:
         hidden = state.hidden.copy()
         entries = dict(state.entries)
         deleted = set(state.deleted)
-        remove: list[int] = []
-        add_ids: list[int] = []
-        add_vectors: list[np.ndarray] = []
+        puts = [c for c in latest.values() if c.op == PUT]
+        rows = state.rows.grown(state.n_rows + len(puts))
+        row = state.n_rows
+        removed: list[int] = []
         for product_id, change in latest.items():
             if (old := entries.pop(product_id, None)) is not None:
-                remove.append(old.live_id)
+                removed.append(old.row)
             position = self.index.position(product_id)
             if position is not None:
                 hidden[position] = True
@@ -271,11 +301,8 @@ class LiveCatalogue:
                 deleted.add(product_id)
                 continue
             deleted.discard(product_id)
-            live_id = self._next_id
-            self._next_id += 1
-            vector = vectors[change.seq]
-            entries[product_id] = Entry(
-                live_id=live_id,
+            entry = Entry(
+                row=row,
                 record={
                     "product_id": product_id,
                     "title": change.title,
@@ -289,24 +316,25 @@ class LiveCatalogue:
                 seq=change.seq,
                 ts=change.ts,
                 image_sha256=change.image_sha256,
-                vector=vector,
+                vector=vectors[change.seq],
             )
-            add_ids.append(live_id)
-            add_vectors.append(vector)
+            entries[product_id] = entry
+            rows.vectors[row] = entry.vector
+            rows.price[row] = np.nan if change.price is None else change.price
+            rows.category[row] = change.category
+            rows.has_image[row] = entry.has_image
+            rows.entries[row] = entry
+            rows.alive[row] = True
+            row += 1
         positions = np.flatnonzero(hidden).astype(np.int64)
         inner = selector = None
         if len(positions):
             inner = faiss.IDSelectorBatch(positions)
             selector = faiss.IDSelectorNot(inner)
-        by_live_id = {e.live_id: e for e in entries.values()}
-        with self._faiss_lock:
-            if remove:
-                self._live.remove_ids(np.array(remove, dtype=np.int64))
-            if add_ids:
-                self._live.add_with_ids(np.stack(add_vectors), np.array(add_ids, dtype=np.int64))
-            self._state = _State(
-                hidden, len(positions), selector, inner, entries, by_live_id, frozenset(deleted)
-            )
+        rows.alive[removed] = False
+        self._state = _State(
+            hidden, len(positions), selector, inner, entries, rows, row, frozenset(deleted)
+        )
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -455,32 +483,28 @@ class LiveCatalogue:
         require_image: bool,
         exclude: str | None,
     ) -> list[tuple[Entry, float]]:
-        entries = state.entries
-        if not entries:
+        n = state.n_rows
+        if not state.entries or n == 0:
             return []
-        filtered = require_image or filters.category is not None
-        filtered = filtered or filters.min_price is not None or filters.max_price is not None
-        params = None
-        if filtered:
-            allowed = [
-                e.live_id
-                for e in entries.values()
-                if _passes(e, filters, require_image) and e.record["product_id"] != exclude
-            ]
-            if not allowed:
-                return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.array(allowed, "int64")))
-        with self._faiss_lock:
-            want = min(k + 1, self._live.ntotal)
-            if want == 0:
-                return []
-            scores, ids = self._live.search(query.reshape(1, -1), want, params=params)
-        found = []
-        for live_id, score in zip(ids[0], scores[0], strict=True):
-            entry = state.by_live_id.get(int(live_id))
-            if entry is not None and entry.record["product_id"] != exclude:
-                found.append((entry, float(score)))
-        return found[:k]
+        rows = state.rows
+        scores = rows.vectors[:n] @ query
+        allowed = rows.alive[:n].copy()
+        if require_image:
+            allowed &= rows.has_image[:n]
+        if filters.category is not None:
+            allowed &= rows.category[:n] == filters.category
+        if filters.min_price is not None:
+            allowed &= rows.price[:n] >= filters.min_price  # NaN (no price) never passes
+        if filters.max_price is not None:
+            allowed &= rows.price[:n] <= filters.max_price
+        if exclude is not None and (mine := state.entries.get(exclude)) is not None:
+            allowed[mine.row] = False
+        candidates = np.flatnonzero(allowed)
+        if len(candidates) > k:
+            top = np.argpartition(-scores[candidates], k)[:k]
+            candidates = candidates[top]
+        order = candidates[np.argsort(-scores[candidates], kind="stable")]
+        return [(rows.entries[r], float(scores[r])) for r in order]  # type: ignore[misc]
 
     def _merge(
         self,
@@ -494,18 +518,6 @@ class LiveCatalogue:
         if live:
             records.sort(key=lambda pair: -pair[0])
         return [{**r, "score": round(s, 6)} for s, r in records[:k]]
-
-
-def _passes(entry: Entry, filters: Filters, require_image: bool) -> bool:
-    record = entry.record
-    if require_image and not entry.has_image:
-        return False
-    if filters.category is not None and record["category"] != filters.category:
-        return False
-    price = record["price"]
-    if filters.min_price is not None and (price is None or price < filters.min_price):
-        return False
-    return not (filters.max_price is not None and (price is None or price > filters.max_price))
 
 
 def attach(market: Marketplace, catalogue: CatalogueLog) -> Marketplace:
