@@ -62,6 +62,11 @@ def _configure(settings: Settings) -> str:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     faiss.omp_set_num_threads(settings.faiss_threads)
+    # OpenBLAS (numpy's, FAISS's) on one thread: a request's matrix-vector product (live
+    # listings) is far cheaper than waking a thread team, which under load cost 17x more.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits={"openblas": 1})
     log.info("registry: %s, model: %s@%s", uri, settings.model_name, settings.model_alias)
     return uri
 

@@ -55,7 +55,10 @@ def encoder_key(spec: dict[str, Any] | None, package_sha: str, finetuned: bool) 
     """The cache key of an encoder: its spec, and the package for a fine-tuned one (its
     weights travel in the package, so another package is another encoder)."""
     key = json.dumps(spec or {}, sort_keys=True, separators=(",", ":"))
-    return f"{key}@{package_sha}" if finetuned else key
+    if finetuned:
+        key += f"@{package_sha}"
+    # The encoder's name, then a hash of the rest (the column holds 256 characters).
+    return f"{(spec or {}).get('encoder', 'none')}:{sha256(key)}"
 
 
 @dataclass(frozen=True)
