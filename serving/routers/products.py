@@ -11,6 +11,7 @@ commit, with /predict's checks and errors (413, 415, 422).
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Path, Request, Response, UploadFile
@@ -25,6 +26,9 @@ from serving.schemas import CategoryScore, ListingRecord, StoredListing
 from serving.uploads import ListingRoute, check_image
 
 router = APIRouter(tags=["products"], route_class=ListingRoute)
+# Blank as the published contract's ``\S`` pattern (ECMA-262) sees it: Python's
+# ``str.split`` also splits on a few control characters (U+001C-U+001F, U+0085).
+_BLANK = re.compile("^[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]*$")
 
 ProductId = Annotated[
     str,
@@ -62,7 +66,7 @@ class ProductForm(BaseModel):
                 raise ValueError(
                     f"unknown field(s) {', '.join(unknown)}; expected {', '.join(cls.model_fields)}"
                 )
-            if not str(data.get("title") or "").strip():
+            if _BLANK.match(str(data.get("title") or "")):
                 raise ValueError("title is required")
         return data
 
@@ -71,7 +75,10 @@ class ProductForm(BaseModel):
     def _text(cls, value: Any, info: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{info.field_name} must be a form field, not a file")
-        return " ".join((value or "").split()) or None
+        folded = " ".join((value or "").split())
+        if not folded and info.field_name == "title" and value:
+            return value  # characters Python counts as spaces and the contract does not
+        return folded or None
 
     @field_validator("price", mode="before")
     @classmethod

@@ -175,7 +175,7 @@ class LiveCatalogue:
         """Encode a listing once: its vectors and this model's category probabilities
         (most likely first). ``ImageError`` for a photo that does not decode."""
         classifier = self.market.classifier
-        text = listing_text(title, description)
+        text = listing_text(title, description) or title  # a title of control characters
         if not text:
             raise ValueError("a listing needs a title")
         text_vector = classifier.text_embeddings([text])
@@ -218,7 +218,7 @@ class LiveCatalogue:
         only for those missing (stored back into the cache), then the heads in one batch."""
         if not puts:
             return {}
-        texts = [listing_text(c.title, c.description) for c in puts]
+        texts = [listing_text(c.title, c.description) or c.title or "" for c in puts]
         text_keys = [(sha256(t), self.text_encoder) for t in texts]
         image_keys = [
             (c.image_sha256, self.image_encoder) if c.image_sha256 else None for c in puts
