@@ -17,12 +17,15 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from marketplace.core.db import default_url
 from marketplace.inference import Marketplace
+from marketplace.search.catalogue import CatalogueLog
+from serving import catalogue as live_catalogue
 from serving.batching import PredictBatcher
 from serving.contract import publish
 from serving.errors import install as install_error_handlers
 from serving.observability import RegistryProbe, instrument
-from serving.routers import admin, health, images, model, page, predict, similar
+from serving.routers import admin, health, images, model, page, predict, products, similar
 from serving.settings import Settings
 from serving.state import ModelHolder, poll_alias
 
@@ -60,6 +63,11 @@ def _configure(settings: Settings) -> str:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     faiss.omp_set_num_threads(settings.faiss_threads)
+    # OpenBLAS (numpy's, FAISS's) on one thread: a request's matrix-vector product (live
+    # listings) is far cheaper than waking a thread team, which under load cost 17x more.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits={"openblas": 1})
     log.info("registry: %s, model: %s@%s", uri, settings.model_name, settings.model_alias)
     return uri
 
@@ -79,7 +87,12 @@ def create_app(
         probe = RegistryProbe(uri, metrics.registry_up)
         app.state.registry_probe = probe
         load, resolve = registry_loader(settings)
-        holder = ModelHolder(loader or load, metrics)
+        # The catalogue log: replayed onto every model loaded, then followed.
+        catalogue = await asyncio.to_thread(
+            CatalogueLog, settings.catalogue_url or default_url("catalogue")
+        )
+        app.state.catalogue = catalogue
+        holder = ModelHolder(live_catalogue.loader(loader or load, catalogue), metrics)
         app.state.holder = holder
         app.state.batcher = PredictBatcher(
             settings.predict_batch_size,
@@ -93,9 +106,16 @@ def create_app(
             poller = asyncio.create_task(
                 poll_alias(holder, resolver or resolve, settings.poll_interval_s, probe)
             )
+        follower = asyncio.create_task(
+            live_catalogue.follow(holder, catalogue, settings.catalogue_poll_s)
+        )
         try:
             yield
         finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            catalogue.dispose()
             await app.state.batcher.stop()
             if poller is not None:
                 poller.cancel()
@@ -116,6 +136,8 @@ def create_app(
         app.include_router(router)
     # The search page and listing photos (serving/routers/page.py, images.py).
     app.include_router(images.router)
+    app.include_router(products.router)  # live listings (serving/routers/products.py)
+    app.state.live_thumbnails = live_catalogue.LiveThumbnails()
     app.include_router(page.router)
     app.mount("/static", page.assets(), name="static")
 

@@ -90,6 +90,7 @@ def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
                         "minimum": 1,
                         "maximum": settings.max_k,
                     }
+    _live_listings(schema, components, settings, app)
     form = components.get("ListingForm")
     if form is not None:  # a form field is sent or not, never null: no null branches
         limits = {
@@ -119,3 +120,51 @@ def publish(app: FastAPI, settings: Settings) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Live listings (serving/routers/products.py): the errors each method gives.
+PRODUCT_ROUTE = "/products/{product_id}"
+PRODUCT_ERRORS = {
+    "get": {"404": "unknown or deleted listing", "422": "invalid product id", "503": WHY["503"]},
+    "put": {
+        **{code: WHY[code] for code in ("400", "413", "415", "422", "503")},
+        "401": WHY["401"],
+        "403": "listing changes are disabled (no MARKETPLACE_CATALOGUE_TOKEN)",
+    },
+    "delete": {
+        "401": WHY["401"],
+        "403": "listing changes are disabled (no MARKETPLACE_CATALOGUE_TOKEN)",
+        "404": "unknown or deleted listing",
+        "422": "invalid product id",
+        "503": WHY["503"],
+    },
+}
+
+
+def _live_listings(
+    schema: dict[str, Any], components: dict[str, Any], settings: Settings, app: FastAPI
+) -> None:
+    for method, operation in schema["paths"].get(PRODUCT_ROUTE, {}).items():
+        for code, why in PRODUCT_ERRORS.get(method, {}).items():
+            operation["responses"][code] = {**_error(code), "description": why}
+        if method == "put":
+            multipart = operation["requestBody"]["content"]["multipart/form-data"]
+            multipart["encoding"] = {"image": {"contentType": "image/jpeg, image/png, image/webp"}}
+    form = components.get("ProductForm")
+    if form is None:
+        return
+    text = {"type": "string", "maxLength": settings.max_text_chars}
+    limits = {
+        "image": {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1},
+        "title": {**text, "pattern": r"\S"},
+        "description": text,
+        "location": text,
+        "category": {"type": "string"},
+        "price": {"type": "number", "minimum": 0},
+    }
+    holder = getattr(app.state, "holder", None)
+    if holder is not None and holder.current is not None:  # the served model's categories
+        limits["category"]["enum"] = list(holder.current.categories)
+    for name, field in form["properties"].items():  # sent or not, never null
+        field.pop("anyOf", None)
+        field.update(limits[name])

@@ -92,3 +92,31 @@ class ReloadResponse(BaseModel):
     version: str | None
     previous_version: str | None
     detail: str
+
+
+class ListingRecord(BaseModel):
+    """A listing as the catalogue serves it now: built by the pipeline or live (put
+    through ``PUT /products/{id}`` since)."""
+
+    product_id: str
+    title: str
+    description: str | None = Field(None, description="live listings only")
+    price: float | None
+    location: str | None
+    category: str = Field(description="root category: the seller's, or the model's")
+    category_source: str | None = Field(
+        None, description="seller or model (live listings); null for built ones"
+    )
+    image_id: str | None = Field(description="set when the listing has a photo")
+    live: bool = Field(description="put through the API since the index was built")
+    seq: int | None = Field(None, description="the catalogue log row that put it (live)")
+    updated_at: float | None = Field(None, description="Unix seconds it was acknowledged")
+
+
+class StoredListing(ListingRecord):
+    """What ``PUT /products/{id}`` stored, with the serving model's prediction."""
+
+    predicted_category: str
+    confidence: float
+    top_k: list[CategoryScore]
+    model: ModelRef

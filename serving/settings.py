@@ -35,3 +35,11 @@ class Settings(BaseSettings):
     predict_batch_size: int = Field(8, ge=1)
     # How long the first request of a batch waits for others to join (milliseconds).
     predict_batch_wait_ms: float = Field(3.0, ge=0, le=100)
+
+    # Live listings (PUT/DELETE /products/{id}): their own bearer token; unset disables
+    # the writes (403). Reads and similar products need none.
+    catalogue_token: SecretStr | None = None
+    # The catalogue log (a SQLAlchemy URL); unset: live/catalogue.db (MARKETPLACE_LIVE_DIR).
+    catalogue_url: str | None = None
+    # Follow the log (what other API processes acknowledged) every this many seconds.
+    catalogue_poll_s: float = Field(0.5, gt=0, le=60)

@@ -9,6 +9,7 @@ revalidates with ``If-None-Match`` and gets a body-less 304 until another index 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from marketplace.inference import Marketplace
 from serving.dependencies import ModelDep
@@ -50,6 +51,8 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 )
 async def product_image(product_id: str, request: Request, market: ModelDep) -> Response:
     """The thumbnail of a catalogue listing's photo (WebP or JPEG, as the index stored it)."""
+    if market.live is not None and (live := await _live_photo(product_id, request, market)):
+        return live
     thumbnails = market.thumbnails
     if thumbnails is None:
         raise HTTPException(
@@ -68,3 +71,28 @@ async def product_image(product_id: str, request: Request, market: ModelDep) -> 
     if _matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(data, media_type=thumbnails.media_type, headers=headers)
+
+
+async def _live_photo(product_id: str, request: Request, market: Marketplace) -> Response | None:
+    """A live listing's photo (404 for a deleted listing); ``None`` for a built one."""
+    live = market.live
+    entry = live.entry(product_id)
+    if entry is None:
+        if not live.exists(product_id):
+            raise HTTPException(404, f"unknown product id {product_id!r}")
+        return None
+    if entry.image_sha256 is None:
+        raise HTTPException(404, f"product {product_id!r} has no photo")
+    etag = f'"live-{entry.image_sha256[:20]}"'
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    data = await run_in_threadpool(
+        request.app.state.live_thumbnails.get,
+        request.app.state.catalogue,
+        market,
+        entry.seq,
+        entry.image_sha256,
+    )
+    media = market.thumbnails.media_type if market.thumbnails else "image/webp"
+    return Response(data, media_type=media, headers=headers)

@@ -105,6 +105,9 @@ class Marketplace:
         self.info = info
         # Listing photos stored with the index (marketplace.thumbnails); None: an older index.
         self.thumbnails = thumbnails
+        # The catalogue log's live listings over the index (marketplace.search.live
+        # .LiveCatalogue, attached by the API at load); None: the built catalogue only.
+        self.live: Any = None
 
     @classmethod
     def from_model_dir(
@@ -241,6 +244,8 @@ class Marketplace:
     ) -> tuple[list[dict[str, Any]], str]:
         """Products most like a photo and/or text; returns records with scores, and the kind."""
         vector, kind = self.embed(image=image, text=text)
+        if self.live is not None:
+            return self.live.search(vector, k, filters, require_image=kind == "image"), kind
         mask = self.index.allowed(
             category=filters.category,
             min_price=filters.min_price,
@@ -253,6 +258,8 @@ class Marketplace:
         self, product_id: str, *, k: int = 10, filters: Filters = Filters()
     ) -> list[dict[str, Any]]:
         """More like this listing (itself excluded); ``KeyError`` for an unknown id."""
+        if self.live is not None:
+            return self.live.similar_to_product(product_id, k, filters)
         position = self.index.position(product_id)
         if position is None:
             raise KeyError(product_id)

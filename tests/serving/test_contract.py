@@ -29,7 +29,11 @@ EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "10"))
 
 
 def test_the_api_keeps_its_published_contract(registry: Registry) -> None:
-    env = {"MARKETPLACE_MODEL_NAME": registry.name, "MARKETPLACE_ADMIN_TOKEN": TOKEN}
+    env = {
+        "MARKETPLACE_MODEL_NAME": registry.name,
+        "MARKETPLACE_ADMIN_TOKEN": TOKEN,
+        "MARKETPLACE_CATALOGUE_TOKEN": TOKEN,  # one header for /admin and listing changes
+    }
     with running_api(registry.uri, env=env) as base:
         result = subprocess.run(
             [

@@ -252,24 +252,45 @@ class ListingClassifier:
                 query_kind(bool(text), image is not None)
                 for image, text in zip(images, texts_clean, strict=True)
             ]
-            assert self.package.tfidf is not None and self.package.prices is not None
             vectors, has_image = self.image_embeddings(images)
-            extra = torch.from_numpy(self.package.prices.transform(list(prices or [None] * n)))
-            has_text = torch.tensor([bool(t) for t in texts_clean], dtype=torch.float32)
             # Rows without text: their text votes are masked out (zero TF-IDF row and
             # sentence vector); the encoder runs only on the texts there are.
             text_vectors = torch.zeros(n, self.text_dim)
             rows = [i for i, t in enumerate(texts_clean) if t]
             if rows:
                 text_vectors[rows] = self.text_embeddings([texts_clean[i] for i in rows])
-            logits = self.package.head(
-                self.package.tfidf.transform(texts_clean),
-                vectors,
-                has_image,
-                text_vectors,
-                extra,
-                has_text,
-            )
+            return self.combined_proba(vectors, has_image, text_vectors, texts_clean, prices)
+        temperature = torch.tensor([self.package.temperature(k) for k in kinds])
+        return (logits / temperature.unsqueeze(1)).softmax(dim=1).numpy()
+
+    @torch.inference_mode()
+    def combined_proba(
+        self,
+        image_vectors: torch.Tensor,
+        has_image: torch.Tensor,
+        text_vectors: torch.Tensor,
+        texts: Sequence[str],
+        prices: Sequence[float | None] | None,
+    ) -> np.ndarray:
+        """The combined model's probabilities from encoder outputs already computed (the
+        heads only): the API's live listings embed once for the index and the category.
+        ``texts`` are ``listing_text`` strings ("" for none); zero rows where absent."""
+        assert self.package.kind == "combined"
+        assert self.package.tfidf is not None and self.package.prices is not None
+        n = len(texts)
+        kinds = [
+            query_kind(bool(t), bool(h)) for t, h in zip(texts, has_image.tolist(), strict=True)
+        ]
+        extra = torch.from_numpy(self.package.prices.transform(list(prices or [None] * n)))
+        has_text = torch.tensor([bool(t) for t in texts], dtype=torch.float32)
+        logits = self.package.head(
+            self.package.tfidf.transform(list(texts)),
+            image_vectors,
+            has_image,
+            text_vectors,
+            extra,
+            has_text,
+        )
         temperature = torch.tensor([self.package.temperature(k) for k in kinds])
         return (logits / temperature.unsqueeze(1)).softmax(dim=1).numpy()
 
