@@ -17,6 +17,7 @@ from marketplace.inference import Marketplace
 from serving.batching import PredictBatcher
 from serving.settings import Settings
 from serving.state import ModelHolder
+from serving.watch import Recorder, get_recorder
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -35,6 +36,7 @@ async def get_batcher(request: Request) -> PredictBatcher:
 
 async def get_model(request: Request) -> Marketplace:
     """The model this request uses, fixed for its whole duration; 503 until one is loaded.
+    With a canary (``MARKETPLACE_CANARY_PERCENT``), its share of clients gets that version.
 
     Reads the holder itself rather than through ``get_holder``: every nested dependency
     costs FastAPI a full parameter solve on each request, and this one is on every call.
@@ -46,6 +48,9 @@ async def get_model(request: Request) -> Marketplace:
         if holder.last_error:
             detail += f"; last attempt failed: {holder.last_error}"
         raise HTTPException(503, detail)
+    watch = request.app.state.watch
+    if watch.canary_percent:  # this client's share may be answered by the canary version
+        return watch.route(request, model)
     return model
 
 
@@ -67,3 +72,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[Marketplace, Depends(get_model)]
 BatcherDep = Annotated[PredictBatcher, Depends(get_batcher)]
+RecorderDep = Annotated[Recorder, Depends(get_recorder)]

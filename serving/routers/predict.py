@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from marketplace.inference import Listing
 from marketplace.models.query import query_kind
-from serving.dependencies import BatcherDep, ModelDep
+from serving.dependencies import BatcherDep, ModelDep, RecorderDep
 from serving.routers._common import call_model, model_errors, model_ref
 from serving.schemas import CategoryScore, EmbedResponse, PredictResponse
 from serving.uploads import ListingQuery, ListingRoute, listing_query
@@ -18,9 +18,14 @@ QueryDep = Annotated[ListingQuery, Depends(listing_query)]
 
 
 @router.post("/predict", response_model=PredictResponse)
-async def predict(form: QueryDep, market: ModelDep, batcher: BatcherDep) -> PredictResponse:
+async def predict(
+    recorder: RecorderDep, form: QueryDep, market: ModelDep, batcher: BatcherDep
+) -> PredictResponse:
     """Root category of a listing from its photo and/or text (and price, if known)."""
-    ranked = await model_errors(batcher.predict(market, Listing(form.image, form.text, form.price)))
+    listing = Listing(form.image, form.text, form.price)
+    prediction = await model_errors(batcher.score(market, listing))
+    ranked = prediction.ranking
+    recorder.predict(market, listing, prediction)  # the prediction log, and the shadow
     return PredictResponse(
         category=ranked[0][0],
         confidence=ranked[0][1],

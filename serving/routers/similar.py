@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from marketplace.inference import Filters, Marketplace
-from serving.dependencies import ModelDep, SettingsDep
+from serving.dependencies import ModelDep, RecorderDep, SettingsDep
 from serving.routers._common import call_model, model_ref
 from serving.schemas import IndexRef, Product, SimilarResponse
 from serving.uploads import ListingQuery, ListingRoute, check_k, check_price_range, listing_query
@@ -27,21 +27,23 @@ def _response(market: Marketplace, results: list[dict], query: str) -> SimilarRe
 
 @router.post("/similar", response_model=SimilarResponse)
 async def similar(
-    form: Annotated[ListingQuery, Depends(listing_query)], market: ModelDep
+    recorder: RecorderDep, form: Annotated[ListingQuery, Depends(listing_query)], market: ModelDep
 ) -> SimilarResponse:
     """The k listings most like a photo and/or text, optionally filtered, with scores."""
-    results, kind = await call_model(
-        market.similar,
+    answer = await call_model(
+        market.similar_answer,
         image=form.image,
         text=form.text,
         k=form.k,
         filters=Filters(form.category, form.min_price, form.max_price),
     )
-    return _response(market, results, kind)
+    recorder.similar(market, answer, form.image, form.text, form.price)
+    return _response(market, answer.results, answer.kind)
 
 
 @router.get("/products/{product_id}/similar", response_model=SimilarResponse)
 async def more_like_this(
+    recorder: RecorderDep,
     product_id: str,
     market: ModelDep,
     settings: SettingsDep,
@@ -61,4 +63,5 @@ async def more_like_this(
         )
     except KeyError:
         raise HTTPException(404, f"unknown product id {product_id!r}") from None
+    recorder.product_similar(market, results)
     return _response(market, results, "product")
