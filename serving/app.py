@@ -24,7 +24,7 @@ from serving.observability import RegistryProbe, instrument
 from serving.routers import admin, feedback, health, images, model, page, predict, similar
 from serving.settings import Settings
 from serving.state import ModelHolder, poll_alias
-from serving.watch import Watch
+from serving.watch import StartTime, Watch
 
 log = logging.getLogger("serving")
 
@@ -128,6 +128,7 @@ def create_app(
     metrics = instrument(app)  # GET /metrics and X-Request-ID (serving/observability.py)
     app.state.metrics = metrics
     app.state.watch = Watch(settings, metrics.registry)
+    app.add_middleware(StartTime)  # arrival time, for the prediction log's latency
     for router in (health.router, model.router, predict.router, similar.router, admin.router):
         app.include_router(router)
     app.include_router(feedback.router)

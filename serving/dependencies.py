@@ -17,7 +17,6 @@ from marketplace.inference import Marketplace
 from serving.batching import PredictBatcher
 from serving.settings import Settings
 from serving.state import ModelHolder
-from serving.watch import Recorder, get_recorder
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -72,4 +71,3 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[Marketplace, Depends(get_model)]
 BatcherDep = Annotated[PredictBatcher, Depends(get_batcher)]
-RecorderDep = Annotated[Recorder, Depends(get_recorder)]

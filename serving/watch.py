@@ -52,6 +52,7 @@ log = logging.getLogger("serving")
 
 SHADOW_QUEUE = 256  # listings waiting for the shadow version; more are skipped (counted)
 SHADOW_BATCH = 16
+STARTED = "marketplace.started"  # the scope key StartTime sets
 
 
 def client_hash(key: str, salt: bytes) -> str:
@@ -230,11 +231,9 @@ class Watch:
 
     # -- rows --------------------------------------------------------------------------
 
-    def recorder(self, request: Request) -> Recorder:
-        return Recorder(self, request, time.perf_counter())
-
-    def _row(self, recorder: Recorder, endpoint: str, market: Marketplace) -> dict[str, Any]:
+    def _row(self, request: Request, endpoint: str, market: Marketplace) -> dict[str, Any]:
         info = market.info
+        started = request.scope.get(STARTED)
         return {
             "request_id": correlation_id.get() or "",
             "ts": time.time(),
@@ -242,8 +241,8 @@ class Watch:
             "model_name": info.name,
             "model_version": info.version,
             "role": "served",
-            "client": self.client(recorder.request),
-            "latency_ms": 1000 * (time.perf_counter() - recorder.started),
+            "client": self.client(request),
+            "latency_ms": None if started is None else 1000 * (time.perf_counter() - started),
         }
 
     def _shadow(self, item: _Shadowed) -> None:
@@ -386,61 +385,71 @@ def _ranking_json(ranking: list[tuple[str, float]]) -> str:
     return top_k_json([[c, round(p, 6)] for c, p in ranking])
 
 
-class Recorder:
-    """One request's handle on the watch: builds its row once the answer is known."""
+class StartTime:
+    """ASGI middleware: the request's arrival time in its scope, for the log's latency
+    (cheaper than a FastAPI dependency, which costs a parameter solve per request)."""
 
-    __slots__ = ("request", "started", "watch")
+    def __init__(self, app: Any) -> None:
+        self.app = app
 
-    def __init__(self, watch: Watch, request: Request, started: float) -> None:
-        self.watch = watch
-        self.request = request
-        self.started = started
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        scope[STARTED] = time.perf_counter()
+        await self.app(scope, receive, send)
 
-    def predict(self, market: Marketplace, listing: Listing, prediction: Prediction) -> None:
-        """Log the served answer of ``/predict`` and queue it for the shadow version."""
-        watch = self.watch
-        if watch.log is None and not watch.shadow:
-            return
-        ranking = prediction.ranking
-        row = watch._row(self, "predict", market)
-        row.update(_summary(listing.image, listing.text, listing.price))
-        row["query_kind"] = _kind(listing)
-        if watch.shadow:
-            watch._shadow(_Shadowed(market, prediction, listing, dict(row)))
-        if watch.log is not None:
-            row["category"], row["probability"] = ranking[0]
-            row["top_k"] = _ranking_json(ranking)
-            row["image_vector"] = vector_bytes(prediction.image_vector)
-            row["text_vector"] = vector_bytes(prediction.text_vector)
-            watch.log.record(row)
 
-    def similar(
-        self,
-        market: Marketplace,
-        answer: SimilarAnswer,
-        image: bytes | None,
-        text: str | None,
-        price: float | None,
-    ) -> None:
-        """Log the answer of ``/similar``."""
-        if self.watch.log is None:
-            return
-        row = self.watch._row(self, "similar", market)
-        row.update(_summary(image, text, price))
-        row.update(_results(answer.results))
-        row["query_kind"] = answer.kind
-        row["image_vector"] = vector_bytes(answer.image_vector)
-        row["text_vector"] = vector_bytes(answer.text_vector)
-        self.watch.log.record(row)
+def log_predict(
+    request: Request, market: Marketplace, listing: Listing, prediction: Prediction
+) -> None:
+    """Log the served answer of ``/predict`` and queue it for the shadow version."""
+    watch: Watch = request.app.state.watch
+    if watch.log is None and not watch.shadow:
+        return
+    ranking = prediction.ranking
+    row = watch._row(request, "predict", market)
+    row.update(_summary(listing.image, listing.text, listing.price))
+    row["query_kind"] = _kind(listing)
+    if watch.shadow:
+        watch._shadow(_Shadowed(market, prediction, listing, dict(row)))
+    if watch.log is not None:
+        row["category"], row["probability"] = ranking[0]
+        row["top_k"] = _ranking_json(ranking)
+        row["image_vector"] = vector_bytes(prediction.image_vector)
+        row["text_vector"] = vector_bytes(prediction.text_vector)
+        watch.log.record(row)
 
-    def product_similar(self, market: Marketplace, results: list[dict[str, Any]]) -> None:
-        """Log the answer of ``/products/{id}/similar`` (query kind ``product``)."""
-        if self.watch.log is None:
-            return
-        row = self.watch._row(self, "product_similar", market)
-        row.update(_results(results))
-        row["query_kind"] = "product"
-        self.watch.log.record(row)
+
+def log_similar(
+    request: Request,
+    market: Marketplace,
+    answer: SimilarAnswer,
+    image: bytes | None,
+    text: str | None,
+    price: float | None,
+) -> None:
+    """Log the answer of ``/similar``."""
+    watch: Watch = request.app.state.watch
+    if watch.log is None:
+        return
+    row = watch._row(request, "similar", market)
+    row.update(_summary(image, text, price))
+    row.update(_results(answer.results))
+    row["query_kind"] = answer.kind
+    row["image_vector"] = vector_bytes(answer.image_vector)
+    row["text_vector"] = vector_bytes(answer.text_vector)
+    watch.log.record(row)
+
+
+def log_product_similar(
+    request: Request, market: Marketplace, results: list[dict[str, Any]]
+) -> None:
+    """Log the answer of ``/products/{id}/similar`` (query kind ``product``)."""
+    watch: Watch = request.app.state.watch
+    if watch.log is None:
+        return
+    row = watch._row(request, "product_similar", market)
+    row.update(_results(results))
+    row["query_kind"] = "product"
+    watch.log.record(row)
 
 
 def _kind(listing: Listing) -> str:
@@ -463,9 +472,3 @@ def _results(results: list[dict[str, Any]]) -> dict[str, Any]:
         "probability": None if top is None else top["score"],
         "top_k": top_k_json([r["product_id"] for r in results]),
     }
-
-
-async def get_recorder(request: Request) -> Recorder:
-    """The dependency the logged routes take first (its creation time starts the
-    latency clock)."""
-    return request.app.state.watch.recorder(request)
