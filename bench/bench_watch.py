@@ -75,6 +75,60 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def in_process_cost(project: Path, listings: list, ids: list[str], n: int = 2000) -> dict:
+    """The log's CPU per answer, measured alone (the servers' figures drown in the shared
+    machine's noise): building and queueing a row on the event loop's thread, and writing
+    it (the writer thread), for a photo + text prediction and a more-like-this answer."""
+    from starlette.requests import Request
+
+    from marketplace.inference import Listing, Marketplace
+    from marketplace.tracking import setup_tracking
+    from serving.settings import Settings
+    from serving.watch import Watch, log_predict, log_product_similar
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
+    setup_tracking(project)
+    market = Marketplace.from_registry(MODEL, "production")
+    image, text, price = listings[0]
+    listing = Listing(image, text, price)
+    prediction = market.predict_encoded_many([listing])[0]
+    results = market.similar_to_product(ids[0], k=10)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        from prometheus_client import CollectorRegistry
+
+        settings = Settings(prediction_log_url=f"sqlite:///{tmp}/log.db")
+        watch = Watch(settings, CollectorRegistry())
+
+        class App:
+            class state:  # noqa: N801
+                pass
+
+        App.state.watch = watch
+        scope = {"type": "http", "app": App, "headers": [], "client": ("127.0.0.1", 1),
+                 "marketplace.started": time.perf_counter()}  # fmt: skip
+        request = Request(scope)
+        import asyncio
+
+        asyncio.run(watch.start(lambda alias: None))  # type: ignore[arg-type,return-value]
+        assert watch.log is not None
+        watch.log.flush_interval_s = 1000  # write only when asked, to time it alone
+        for name, call in (
+            ("predict_image_text", lambda: log_predict(request, market, listing, prediction)),
+            ("product_similar", lambda: log_product_similar(request, market, results)),
+        ):
+            started = time.perf_counter()
+            for _ in range(n):
+                call()
+            queued = time.perf_counter() - started
+            started = time.perf_counter()
+            watch.log.flush(120)
+            written = time.perf_counter() - started
+            out[name] = {"queue_us": 1e6 * queued / n, "write_us": 1e6 * written / n}
+        asyncio.run(watch.stop())
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("/tmp/marketplace-serving-bench"))
@@ -82,6 +136,7 @@ def main() -> int:
     parser.add_argument("--similar-requests", type=int, default=4000)
     parser.add_argument("--predict-requests", type=int, default=120)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/watch.json")
+    parser.add_argument("--in-process-only", action="store_true")
     args = parser.parse_args()
     project = args.project.resolve()
     if not (project / "mlflow.db").exists():
@@ -96,6 +151,9 @@ def main() -> int:
     client.set_registered_model_alias(MODEL, "challenger", production)
     ids = list(pd.read_parquet(project / "outputs/index/products.parquet")["product_id"])
     listings = _listings(project, 64)
+    if args.in_process_only:
+        print(json.dumps(in_process_cost(project, listings, ids), indent=2))
+        return 0
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model_name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines()
                        if line.startswith("Model name")), "?")  # fmt: skip
@@ -146,6 +204,7 @@ def main() -> int:
     client.delete_registered_model_alias(MODEL, "challenger")
     summary = {v: {k: _summary(r) for k, r in raw.items()} for v, raw in results["raw"].items()}
     results["summary"] = summary
+    results["in_process_us_per_answer"] = in_process_cost(project, listings, ids)
     off, log, shadow = summary["off"], summary["log"], summary["shadow"]
     results["ratios"] = {
         "log_similar16_p50": log["similar_16"]["p50_ms"] / off["similar_16"]["p50_ms"],
