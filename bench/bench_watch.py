@@ -113,6 +113,7 @@ def in_process_cost(project: Path, listings: list, ids: list[str], n: int = 2000
         asyncio.run(watch.start(lambda alias: None))  # type: ignore[arg-type,return-value]
         assert watch.log is not None
         watch.log.flush_interval_s = 1000  # write only when asked, to time it alone
+        watch.log.batch_size = 10**9
         for name, call in (
             ("predict_image_text", lambda: log_predict(request, market, listing, prediction)),
             ("product_similar", lambda: log_product_similar(request, market, results)),
