@@ -86,7 +86,7 @@ def test_a_bug_in_the_model_is_a_500_with_its_request_id_not_a_client_error(
         raise InputError("a listing needs a photo, a text, or both")
 
     with TestClient(app, raise_server_exceptions=False) as other:
-        monkeypatch.setattr(market, "similar", broken)
+        monkeypatch.setattr(market, "similar_answer", broken)
         with caplog.at_level(logging.ERROR, logger="serving"):
             response = other.post("/similar", data={"text": "sofa"})
         assert response.status_code == 500, response.text
@@ -95,7 +95,7 @@ def test_a_bug_in_the_model_is_a_500_with_its_request_id_not_a_client_error(
         assert body["request_id"] in body["detail"] and "shapes" not in body["detail"]
         logged = [r for r in caplog.records if body["request_id"] in r.getMessage()]
         assert logged and "not aligned" in logged[0].getMessage() and logged[0].exc_info
-        monkeypatch.setattr(market, "similar", refused)  # the project's own input error
+        monkeypatch.setattr(market, "similar_answer", refused)  # the project's own input error
         response = other.post("/similar", data={"text": "sofa"})
         assert response.status_code == 422 and "a photo, a text" in response.json()["detail"]
         samples = _samples(other)
