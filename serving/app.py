@@ -25,25 +25,38 @@ from serving.batching import PredictBatcher
 from serving.contract import publish
 from serving.errors import install as install_error_handlers
 from serving.observability import RegistryProbe, instrument
-from serving.routers import admin, health, images, model, page, predict, products, similar
+from serving.routers import (
+    admin,
+    feedback,
+    health,
+    images,
+    model,
+    page,
+    predict,
+    products,
+    similar,
+)
 from serving.settings import Settings
 from serving.state import ModelHolder, poll_alias
+from serving.watch import StartTime, Watch
 
 log = logging.getLogger("serving")
 
 
-def registry_loader(settings: Settings) -> tuple[Callable[[], Marketplace], Callable[[], str]]:
-    """Functions that load the aliased model, and resolve the alias to a version."""
+def registry_loader(
+    settings: Settings, alias: str | None = None
+) -> tuple[Callable[[], Marketplace], Callable[[], str]]:
+    """Functions that load the aliased model (``alias``, else the served one), and resolve
+    the alias to a version."""
+    alias = alias or settings.model_alias
 
     def load() -> Marketplace:
-        return Marketplace.from_registry(settings.model_name, settings.model_alias)
+        return Marketplace.from_registry(settings.model_name, alias)
 
     def resolve() -> str:
         from mlflow import MlflowClient
 
-        version = MlflowClient().get_model_version_by_alias(
-            settings.model_name, settings.model_alias
-        )
+        version = MlflowClient().get_model_version_by_alias(settings.model_name, alias)
         return str(version.version)
 
     return load, resolve
@@ -101,26 +114,46 @@ def create_app(
         )
         app.state.batcher.start()
         await holder.reload()
-        poller = None
-        if settings.poll_interval_s > 0:
-            poller = asyncio.create_task(
-                poll_alias(holder, resolver or resolve, settings.poll_interval_s, probe)
-            )
-        follower = asyncio.create_task(
-            live_catalogue.follow(holder, catalogue, settings.catalogue_poll_s)
+        # The prediction log and the shadow/canary version (serving/watch.py).
+        watch = app.state.watch
+        # The second version serves canary clients: it carries the live listings too.
+        await watch.start(
+            lambda alias: live_catalogue.loader(registry_loader(settings, alias)[0], catalogue)
         )
+        pollers = []
+        if settings.poll_interval_s > 0:
+            pollers.append(
+                asyncio.create_task(
+                    poll_alias(holder, resolver or resolve, settings.poll_interval_s, probe)
+                )
+            )
+            if watch.second is not None and loader is None:
+                second = registry_loader(settings, watch.second_alias)[1]
+                pollers.append(
+                    asyncio.create_task(
+                        poll_alias(watch.second, second, settings.poll_interval_s, probe)
+                    )
+                )
+        # Every model that answers (production; the canary/shadow version) follows the log.
+        followers = [
+            asyncio.create_task(live_catalogue.follow(h, catalogue, settings.catalogue_poll_s))
+            for h in (holder, watch.second)
+            if h is not None
+        ]
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for follower in followers:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             catalogue.dispose()
             await app.state.batcher.stop()
-            if poller is not None:
+            for poller in pollers:
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            await watch.stop()  # after the last answer: every logged row written
 
     app = FastAPI(
         title="marketplace",
@@ -132,8 +165,11 @@ def create_app(
     publish(app, settings)  # the OpenAPI schema with the real errors (serving/contract.py)
     metrics = instrument(app)  # GET /metrics and X-Request-ID (serving/observability.py)
     app.state.metrics = metrics
+    app.state.watch = Watch(settings, metrics.registry)
+    app.add_middleware(StartTime)  # arrival time, for the prediction log's latency
     for router in (health.router, model.router, predict.router, similar.router, admin.router):
         app.include_router(router)
+    app.include_router(feedback.router)
     # The search page and listing photos (serving/routers/page.py, images.py).
     app.include_router(images.router)
     app.include_router(products.router)  # live listings (serving/routers/products.py)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from marketplace.inference import Listing, Marketplace
+from marketplace.inference import Listing, Marketplace, Prediction
 
 Ranking = list[tuple[str, float]]
 
@@ -30,7 +30,7 @@ Ranking = list[tuple[str, float]]
 class _Pending:
     market: Marketplace
     listing: Listing
-    future: asyncio.Future[Ranking]
+    future: asyncio.Future[Prediction]
 
 
 class PredictBatcher:
@@ -61,11 +61,15 @@ class PredictBatcher:
 
     async def predict(self, market: Marketplace, listing: Listing) -> Ranking:
         """The ranking of one listing, computed in whichever batch it joins."""
+        return (await self.score(market, listing)).ranking
+
+    async def score(self, market: Marketplace, listing: Listing) -> Prediction:
+        """``predict``, with the listing's encoder output (for the prediction log)."""
         if self.max_size <= 1 or self._worker is None:
             if self._on_batch is not None:
                 self._on_batch(1)
-            return (await run_in_threadpool(market.predict_many, [listing]))[0]
-        future: asyncio.Future[Ranking] = asyncio.get_running_loop().create_future()
+            return (await run_in_threadpool(market.predict_encoded_many, [listing]))[0]
+        future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(market, listing, future))
         return await future
 
@@ -94,7 +98,9 @@ class PredictBatcher:
         if self._on_batch is not None:
             self._on_batch(len(pending))
         try:
-            results = await run_in_threadpool(market.predict_many, [p.listing for p in pending])
+            results = await run_in_threadpool(
+                market.predict_encoded_many, [p.listing for p in pending]
+            )
         except Exception as exc:
             if len(pending) == 1:
                 _settle(pending[0].future, exc)
@@ -106,7 +112,7 @@ class PredictBatcher:
             _settle(p.future, ranking)
 
 
-def _settle(future: asyncio.Future[Ranking], outcome: Ranking | BaseException) -> None:
+def _settle(future: asyncio.Future[Prediction], outcome: Prediction | BaseException) -> None:
     if future.done():  # the client went away and the request was cancelled
         return
     if isinstance(outcome, BaseException):

@@ -35,6 +35,7 @@ async def get_batcher(request: Request) -> PredictBatcher:
 
 async def get_model(request: Request) -> Marketplace:
     """The model this request uses, fixed for its whole duration; 503 until one is loaded.
+    With a canary (``MARKETPLACE_CANARY_PERCENT``), its share of clients gets that version.
 
     Reads the holder itself rather than through ``get_holder``: every nested dependency
     costs FastAPI a full parameter solve on each request, and this one is on every call.
@@ -46,6 +47,9 @@ async def get_model(request: Request) -> Marketplace:
         if holder.last_error:
             detail += f"; last attempt failed: {holder.last_error}"
         raise HTTPException(503, detail)
+    watch = request.app.state.watch
+    if watch.canary_percent:  # this client's share may be answered by the canary version
+        return watch.route(request, model)
     return model
 
 

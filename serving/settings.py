@@ -43,3 +43,30 @@ class Settings(BaseSettings):
     catalogue_url: str | None = None
     # Follow the log (what other API processes acknowledged) every this many seconds.
     catalogue_poll_s: float = Field(0.5, gt=0, le=60)
+    # Watching production (serving/watch.py). Every /predict and /similar answer goes to
+    # the prediction log, written off the hot path in batches.
+    prediction_log: bool = True
+    # Where; unset: marketplace.core.db.default_url("prediction_log") (live/predictions.db).
+    prediction_log_url: str | None = None
+    # Rows waiting to be written; a full queue drops rows (counted on /metrics, logged).
+    prediction_log_queue: int = Field(10_000, ge=1)
+    # The writer commits at least this often (a kill -9 loses at most this much).
+    prediction_log_flush_s: float = Field(1.0, gt=0, le=10)
+    # Live accuracy (/metrics) over the last this many feedback categories per version/kind.
+    live_accuracy_window: int = Field(500, ge=1)
+    # A second version scoring the same /predict requests after the answer (e.g. challenger).
+    shadow_alias: str | None = None
+    # This share of clients (sticky, by a hash of their key) is answered by the canary
+    # alias: canary_alias, else shadow_alias, else "challenger".
+    canary_percent: float = Field(0.0, ge=0, le=100)
+    canary_alias: str | None = None
+    # A client's key: this header when sent, else its address; stored hashed (with the salt).
+    client_header: str = "X-Client-ID"
+    client_key_salt: SecretStr = SecretStr("")
+
+    @property
+    def canary_model_alias(self) -> str | None:
+        """The alias canary clients get, or ``None`` when no canary is configured."""
+        if self.canary_percent <= 0:
+            return None
+        return self.canary_alias or self.shadow_alias or "challenger"

@@ -33,6 +33,7 @@ async def reload(holder: HolderDep, request: Request) -> ReloadResponse | JSONRe
         )
         return JSONResponse(body.model_dump(), status_code=503)
     outcome = await holder.reload()
+    await request.app.state.watch.reload_second()  # the shadow/canary alias may have moved
     body = ReloadResponse(
         reloaded=outcome.reloaded,
         version=outcome.version,

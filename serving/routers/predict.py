@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from marketplace.inference import Listing
 from marketplace.models.query import query_kind
@@ -12,15 +12,21 @@ from serving.dependencies import BatcherDep, ModelDep
 from serving.routers._common import call_model, model_errors, model_ref
 from serving.schemas import CategoryScore, EmbedResponse, PredictResponse
 from serving.uploads import ListingQuery, ListingRoute, listing_query
+from serving.watch import log_predict
 
 router = APIRouter(tags=["predict"], route_class=ListingRoute)
 QueryDep = Annotated[ListingQuery, Depends(listing_query)]
 
 
 @router.post("/predict", response_model=PredictResponse)
-async def predict(form: QueryDep, market: ModelDep, batcher: BatcherDep) -> PredictResponse:
+async def predict(
+    form: QueryDep, market: ModelDep, batcher: BatcherDep, request: Request
+) -> PredictResponse:
     """Root category of a listing from its photo and/or text (and price, if known)."""
-    ranked = await model_errors(batcher.predict(market, Listing(form.image, form.text, form.price)))
+    listing = Listing(form.image, form.text, form.price)
+    prediction = await model_errors(batcher.score(market, listing))
+    ranked = prediction.ranking
+    log_predict(request, market, listing, prediction)  # the prediction log, the shadow
     return PredictResponse(
         category=ranked[0][0],
         confidence=ranked[0][1],

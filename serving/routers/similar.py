@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from marketplace.inference import Filters, Marketplace
 from serving.dependencies import ModelDep, SettingsDep
 from serving.routers._common import call_model, model_ref
 from serving.schemas import IndexRef, Product, SimilarResponse
 from serving.uploads import ListingQuery, ListingRoute, check_k, listing_query
+from serving.watch import log_product_similar, log_similar
 
 router = APIRouter(tags=["similar"], route_class=ListingRoute)
 
@@ -27,17 +28,18 @@ def _response(market: Marketplace, results: list[dict], query: str) -> SimilarRe
 
 @router.post("/similar", response_model=SimilarResponse)
 async def similar(
-    form: Annotated[ListingQuery, Depends(listing_query)], market: ModelDep
+    form: Annotated[ListingQuery, Depends(listing_query)], market: ModelDep, request: Request
 ) -> SimilarResponse:
     """The k listings most like a photo and/or text, optionally filtered, with scores."""
-    results, kind = await call_model(
-        market.similar,
+    answer = await call_model(
+        market.similar_answer,
         image=form.image,
         text=form.text,
         k=form.k,
         filters=Filters(form.category, form.min_price, form.max_price),
     )
-    return _response(market, results, kind)
+    log_similar(request, market, answer, form.image, form.text, form.price)
+    return _response(market, answer.results, answer.kind)
 
 
 @router.get("/products/{product_id}/similar", response_model=SimilarResponse)
@@ -49,6 +51,8 @@ async def more_like_this(
     category: str | None = None,
     min_price: Annotated[float | None, Query(ge=0)] = None,
     max_price: Annotated[float | None, Query(ge=0)] = None,
+    *,
+    request: Request,
 ) -> SimilarResponse:
     """More like this listing (itself excluded). Answered from the stored vector: no
     encoder runs, so this is the fast path. An empty price range answers no results."""
@@ -60,4 +64,5 @@ async def more_like_this(
         )
     except KeyError:
         raise HTTPException(404, f"unknown product id {product_id!r}") from None
+    log_product_similar(request, market, results)
     return _response(market, results, "product")

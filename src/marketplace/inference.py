@@ -27,7 +27,7 @@ import yaml
 from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.errors import InputError
 from marketplace.index import ProductIndex, branch_vectors, package_sha256, query_vector
-from marketplace.models.classifier import ListingClassifier
+from marketplace.models.classifier import Encoded, ListingClassifier
 from marketplace.models.query import query_kind
 from marketplace.thumbnails import ThumbnailSet
 
@@ -61,6 +61,34 @@ class Listing:
     image: bytes | None = None
     text: str | None = None
     price: float | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One listing's ranking, and what the frozen encoders made of it (for the prediction
+    log's drift vectors, and for a second version with the same encoders to reuse)."""
+
+    ranking: list[tuple[str, float]]
+    encoded: Encoded  # this listing alone (one row)
+
+    @property
+    def image_vector(self) -> np.ndarray | None:
+        return self.encoded.image_vector(0)
+
+    @property
+    def text_vector(self) -> np.ndarray | None:
+        return self.encoded.text_vector(0)
+
+
+@dataclass(frozen=True)
+class SimilarAnswer:
+    """Similar products for a photo and/or text, the query kind, and the frozen encoders'
+    vectors of the query (before projection into the index space)."""
+
+    results: list[dict[str, Any]]
+    kind: str
+    image_vector: np.ndarray | None
+    text_vector: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -205,19 +233,45 @@ class Marketplace:
 
     def predict_many(self, listings: Sequence[Listing]) -> list[list[tuple[str, float]]]:
         """``predict`` for several listings in one forward pass (the API batches requests)."""
-        probabilities = self.classifier.predict_proba(
-            images=[x.image for x in listings],
-            texts=[x.text for x in listings],
-            prices=[x.price for x in listings],
+        return [p.ranking for p in self.predict_encoded_many(listings)]
+
+    def predict_encoded_many(self, listings: Sequence[Listing]) -> list[Prediction]:
+        """``predict_many``, keeping each listing's encoder output beside its ranking."""
+        encoded = self.classifier.encode(
+            images=[x.image for x in listings], texts=[x.text for x in listings]
         )
+        probabilities = self.classifier.predict_encoded(encoded, [x.price for x in listings])
         return [
-            [(self.categories[i], float(row[i])) for i in np.argsort(-row)] for row in probabilities
+            Prediction(self._ranking(row), encoded.rows([i])) for i, row in enumerate(probabilities)
         ]
+
+    def rescore(self, listings: Sequence[Listing], encoded: Sequence[Encoded]) -> list[Any]:
+        """Rankings of ``listings`` from another version's encoder output (one ``Encoded``
+        row each), without running an encoder; only when
+        ``self.classifier.reuses_encoders_of`` that version's classifier."""
+        merged = Encoded(
+            [e.texts[0] for e in encoded],
+            _stack([e.image_vectors for e in encoded]),
+            _stack([e.has_image for e in encoded]),
+            _stack([e.text_vectors for e in encoded]),
+        )
+        probabilities = self.classifier.predict_encoded(merged, [x.price for x in listings])
+        return [self._ranking(row) for row in probabilities]
+
+    def _ranking(self, row: np.ndarray) -> list[tuple[str, float]]:
+        return [(self.categories[i], float(row[i])) for i in np.argsort(-row)]
 
     def embed(
         self, *, image: bytes | None = None, text: str | None = None
     ) -> tuple[np.ndarray, str]:
         """The query vector in the index space and which kind of query it is."""
+        vector, kind, _, _ = self._embed(image=image, text=text)
+        return vector, kind
+
+    def _embed(
+        self, *, image: bytes | None, text: str | None
+    ) -> tuple[np.ndarray, str, np.ndarray | None, np.ndarray | None]:
+        """``embed``, and the encoders' own photo and text vectors (``None`` if absent)."""
         if image is None and not text:
             raise InputError("send a photo, a text, or both")
         text_vec = image_vec = None
@@ -232,7 +286,12 @@ class Marketplace:
             self.index.half,
             self.index.meta.text_weight,
         )
-        return vector, query_kind(t is not None, i is not None)
+        return (
+            vector,
+            query_kind(t is not None, i is not None),
+            None if image_vec is None else image_vec[0],
+            None if text_vec is None else text_vec[0],
+        )
 
     def similar(
         self,
@@ -243,16 +302,30 @@ class Marketplace:
         filters: Filters = Filters(),
     ) -> tuple[list[dict[str, Any]], str]:
         """Products most like a photo and/or text; returns records with scores, and the kind."""
-        vector, kind = self.embed(image=image, text=text)
-        if self.live is not None:
-            return self.live.search(vector, k, filters, require_image=kind == "image"), kind
+        answer = self.similar_answer(image=image, text=text, k=k, filters=filters)
+        return answer.results, answer.kind
+
+    def similar_answer(
+        self,
+        *,
+        image: bytes | None = None,
+        text: str | None = None,
+        k: int = 10,
+        filters: Filters = Filters(),
+    ) -> SimilarAnswer:
+        """``similar``, with the encoders' vectors of the query (for the prediction log)."""
+        vector, kind, image_vec, text_vec = self._embed(image=image, text=text)
+        if self.live is not None:  # the built index with the catalogue's live changes
+            results = self.live.search(vector, k, filters, require_image=kind == "image")
+            return SimilarAnswer(results, kind, image_vec, text_vec)
         mask = self.index.allowed(
             category=filters.category,
             min_price=filters.min_price,
             max_price=filters.max_price,
             require_image=kind == "image",
         )
-        return self._records(self.index.search(vector, k, mask=mask)), kind
+        results = self._records(self.index.search(vector, k, mask=mask))
+        return SimilarAnswer(results, kind, image_vec, text_vec)
 
     def similar_to_product(
         self, product_id: str, *, k: int = 10, filters: Filters = Filters()
@@ -274,6 +347,13 @@ class Marketplace:
 
     def _records(self, hits: list[tuple[int, float]]) -> list[dict[str, Any]]:
         return [{**self.index.record(p), "score": round(s, 6)} for p, s in hits]
+
+
+def _stack(parts: list[Any]) -> Any:
+    """Rows of a branch stacked again (``None`` when the branch is absent)."""
+    import torch
+
+    return None if any(p is None for p in parts) else torch.cat(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from marketplace.data.images import ImageError
-from marketplace.inference import Listing
+from marketplace.inference import Listing, Prediction
 from serving.batching import PredictBatcher
 
 
@@ -29,6 +29,9 @@ class FakeMarket:
         if any(x.text == "bad" for x in listings):
             raise ImageError("corrupt", "cannot identify image file")
         return [[(str(x.text), 1.0)] for x in listings]
+
+    def predict_encoded_many(self, listings: list[Listing]) -> list[Prediction]:
+        return [Prediction(r, None) for r in self.predict_many(listings)]  # type: ignore[arg-type]
 
 
 async def _predict_all(batcher: PredictBatcher, market: Any, texts: list[str]) -> list[Any]:

@@ -28,8 +28,10 @@ PHASES = "examples,coverage,fuzzing,stateful"
 EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "10"))
 
 
-def test_the_api_keeps_its_published_contract(registry: Registry) -> None:
+def test_the_api_keeps_its_published_contract(registry: Registry, tmp_path: Path) -> None:
     env = {
+        # Its own live databases: the fuzzer's PUT/DELETE never reach other tests' catalogue
+        "MARKETPLACE_LIVE_DIR": str(tmp_path),
         "MARKETPLACE_MODEL_NAME": registry.name,
         "MARKETPLACE_ADMIN_TOKEN": TOKEN,
         "MARKETPLACE_CATALOGUE_TOKEN": TOKEN,  # one header for /admin and listing changes

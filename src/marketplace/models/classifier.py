@@ -145,6 +145,42 @@ class ClassifierPackage:
         )
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """What the frozen encoders made of N listings (``ListingClassifier.encode``).
+
+    ``image_vectors`` (zeros where a listing has no photo) with ``has_image``, and
+    ``text_vectors`` (zeros where it has no text, for the combined model); ``None`` for a
+    branch the model has not. ``texts`` are the cleaned texts (TF-IDF reads them)."""
+
+    texts: list[str]
+    image_vectors: torch.Tensor | None
+    has_image: torch.Tensor | None
+    text_vectors: torch.Tensor | None
+
+    def image_vector(self, row: int) -> np.ndarray | None:
+        """Row ``row``'s photo vector, or ``None`` when it has no photo."""
+        if self.image_vectors is None or (self.has_image is not None and not self.has_image[row]):
+            return None
+        return self.image_vectors[row].numpy()
+
+    def text_vector(self, row: int) -> np.ndarray | None:
+        """Row ``row``'s text vector, or ``None`` when it has no text."""
+        if self.text_vectors is None or not self.texts[row]:
+            return None
+        return self.text_vectors[row].numpy()
+
+    def rows(self, selected: Sequence[int]) -> Encoded:
+        """Only the listings at ``selected``, in that order."""
+        pick = list(selected)
+        return Encoded(
+            [self.texts[i] for i in pick],
+            None if self.image_vectors is None else self.image_vectors[pick],
+            None if self.has_image is None else self.has_image[pick],
+            None if self.text_vectors is None else self.text_vectors[pick],
+        )
+
+
 class ListingClassifier:
     """Raw listings in, category probabilities out: the one inference path.
 
@@ -217,6 +253,83 @@ class ListingClassifier:
             return self.text_encoder.encode(list(texts)).float()
 
     @torch.inference_mode()
+    def encode(
+        self,
+        *,
+        images: Sequence[bytes | None] | None = None,
+        texts: Sequence[str | None] | None = None,
+    ) -> Encoded:
+        """The frozen encoders' part of a prediction: each listing's photo and text vectors.
+
+        Kept apart from ``predict_encoded`` so that serving can log the vectors the model
+        used, and a second version with the same encoders can score them again without
+        another encoder pass (shadow scoring)."""
+        kind = self.package.kind
+        n = len(images if images is not None else texts if texts is not None else [])
+        images = list(images) if images is not None else [None] * n
+        texts_clean = [listing_text(t, None) for t in (texts or [None] * n)]
+        image_vectors = has_image = text_vectors = None
+        if kind == "vision":
+            if any(image is None for image in images):
+                raise ValueError("the vision model needs a photo for every row")
+            image_vectors, has_image = self.image_embeddings(images)
+        elif kind == "text":
+            if not all(texts_clean):
+                raise ValueError("the text model needs text for every row")
+            text_vectors = self.text_embeddings(texts_clean)
+        else:
+            image_vectors, has_image = self.image_embeddings(images)
+            # Rows without text: their text votes are masked out (zero TF-IDF row and
+            # sentence vector); the encoder runs only on the texts there are.
+            text_vectors = torch.zeros(n, self.text_dim)
+            rows = [i for i, t in enumerate(texts_clean) if t]
+            if rows:
+                text_vectors[rows] = self.text_embeddings([texts_clean[i] for i in rows])
+        return Encoded(texts_clean, image_vectors, has_image, text_vectors)
+
+    @torch.inference_mode()
+    def predict_encoded(
+        self, encoded: Encoded, prices: Sequence[float | None] | None = None
+    ) -> np.ndarray:
+        """``predict_proba`` from ``encode``'s output: the heads, TF-IDF and calibration."""
+        kind = self.package.kind
+        texts_clean = encoded.texts
+        n = len(texts_clean)
+        if kind == "vision":
+            assert encoded.image_vectors is not None
+            if encoded.has_image is not None and not bool(encoded.has_image.all()):
+                raise ValueError("the vision model needs a photo for every row")
+            logits = self.package.head(encoded.image_vectors)
+            kinds = ["image"] * n
+        elif kind == "text":
+            assert self.package.tfidf is not None and encoded.text_vectors is not None
+            if not all(texts_clean):
+                raise ValueError("the text model needs text for every row")
+            logits = self.package.head(
+                self.package.tfidf.transform(texts_clean), encoded.text_vectors
+            )
+            kinds = ["text"] * n
+        else:
+            assert encoded.image_vectors is not None and encoded.has_image is not None
+            assert encoded.text_vectors is not None
+            kinds = [
+                query_kind(bool(text), bool(flag))
+                for flag, text in zip(encoded.has_image.tolist(), texts_clean, strict=True)
+            ]
+            assert self.package.tfidf is not None and self.package.prices is not None
+            extra = torch.from_numpy(self.package.prices.transform(list(prices or [None] * n)))
+            has_text = torch.tensor([bool(t) for t in texts_clean], dtype=torch.float32)
+            logits = self.package.head(
+                self.package.tfidf.transform(texts_clean),
+                encoded.image_vectors,
+                encoded.has_image,
+                encoded.text_vectors,
+                extra,
+                has_text,
+            )
+        temperature = torch.tensor([self.package.temperature(k) for k in kinds])
+        return (logits / temperature.unsqueeze(1)).softmax(dim=1).numpy()
+
     def predict_proba(
         self,
         *,
@@ -229,70 +342,20 @@ class ListingClassifier:
 
         The combined model scores each row by the votes of what it brings (a photo, a
         text, or both) and divides its logits by that query kind's temperature."""
-        kind = self.package.kind
-        n = len(images if images is not None else texts if texts is not None else [])
-        images = list(images) if images is not None else [None] * n
-        texts_clean = [listing_text(t, None) for t in (texts or [None] * n)]
-        if kind == "vision":
-            if any(image is None for image in images):
-                raise ValueError("the vision model needs a photo for every row")
-            vectors, _ = self.image_embeddings(images)
-            logits = self.package.head(vectors)
-            kinds = ["image"] * n
-        elif kind == "text":
-            if not all(texts_clean):
-                raise ValueError("the text model needs text for every row")
-            assert self.package.tfidf is not None
-            logits = self.package.head(
-                self.package.tfidf.transform(texts_clean), self.text_embeddings(texts_clean)
-            )
-            kinds = ["text"] * n
-        else:
-            kinds = [
-                query_kind(bool(text), image is not None)
-                for image, text in zip(images, texts_clean, strict=True)
-            ]
-            vectors, has_image = self.image_embeddings(images)
-            # Rows without text: their text votes are masked out (zero TF-IDF row and
-            # sentence vector); the encoder runs only on the texts there are.
-            text_vectors = torch.zeros(n, self.text_dim)
-            rows = [i for i, t in enumerate(texts_clean) if t]
-            if rows:
-                text_vectors[rows] = self.text_embeddings([texts_clean[i] for i in rows])
-            return self.combined_proba(vectors, has_image, text_vectors, texts_clean, prices)
-        temperature = torch.tensor([self.package.temperature(k) for k in kinds])
-        return (logits / temperature.unsqueeze(1)).softmax(dim=1).numpy()
+        return self.predict_encoded(self.encode(images=images, texts=texts), prices)
 
-    @torch.inference_mode()
-    def combined_proba(
-        self,
-        image_vectors: torch.Tensor,
-        has_image: torch.Tensor,
-        text_vectors: torch.Tensor,
-        texts: Sequence[str],
-        prices: Sequence[float | None] | None,
-    ) -> np.ndarray:
-        """The combined model's probabilities from encoder outputs already computed (the
-        heads only): the API's live listings embed once for the index and the category.
-        ``texts`` are ``listing_text`` strings ("" for none); zero rows where absent."""
-        assert self.package.kind == "combined"
-        assert self.package.tfidf is not None and self.package.prices is not None
-        n = len(texts)
-        kinds = [
-            query_kind(bool(t), bool(h)) for t, h in zip(texts, has_image.tolist(), strict=True)
-        ]
-        extra = torch.from_numpy(self.package.prices.transform(list(prices or [None] * n)))
-        has_text = torch.tensor([bool(t) for t in texts], dtype=torch.float32)
-        logits = self.package.head(
-            self.package.tfidf.transform(list(texts)),
-            image_vectors,
-            has_image,
-            text_vectors,
-            extra,
-            has_text,
-        )
-        temperature = torch.tensor([self.package.temperature(k) for k in kinds])
-        return (logits / temperature.unsqueeze(1)).softmax(dim=1).numpy()
+    def reuses_encoders_of(self, other: ListingClassifier) -> bool:
+        """Whether ``other.encode``'s output is exactly what this classifier's ``encode``
+        would compute: the same pretrained encoders and preprocessing, none fine-tuned, and
+        every branch this one needs present in the other."""
+        mine, theirs = self.package, other.package
+        if mine.encoder_tensors or theirs.encoder_tensors:
+            return False
+        needs_image = mine.kind in ("vision", "combined")
+        needs_text = mine.kind in ("text", "combined")
+        if needs_image and (theirs.kind == "text" or mine.image_spec != theirs.image_spec):
+            return False
+        return not (needs_text and (theirs.kind == "vision" or mine.text_spec != theirs.text_spec))
 
     @property
     def text_dim(self) -> int:

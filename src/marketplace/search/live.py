@@ -40,6 +40,7 @@ import torch
 
 from marketplace.data.images import ImageError
 from marketplace.index import branch_vectors
+from marketplace.models.classifier import Encoded
 from marketplace.preprocessing import listing_text
 from marketplace.search.catalogue import PUT, CatalogueLog, Change, fold, sha256
 
@@ -184,9 +185,8 @@ class LiveCatalogue:
         else:
             image_vector = torch.zeros(1, self._image_dim())
             has_image = torch.zeros(1)
-        probabilities = classifier.combined_proba(
-            image_vector, has_image, text_vector, [text], [price]
-        )[0]
+        encoded = Encoded([text], image_vector, has_image, text_vector)
+        probabilities = classifier.predict_encoded(encoded, [price])[0]
         categories = classifier.categories
         ranked = [(categories[i], float(probabilities[i])) for i in np.argsort(-probabilities)]
         text_np = text_vector[0].numpy()

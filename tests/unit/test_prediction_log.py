@@ -1,0 +1,110 @@
+"""The prediction log's writer: batches, a bounded queue, flush, close, a failing database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from marketplace.core import db
+from marketplace.mlops import log_schema
+from marketplace.mlops.prediction_log import (
+    PredictionLog,
+    top_k_json,
+    vector_bytes,
+    vector_from_bytes,
+)
+
+
+def _row(i: int) -> dict:
+    return {
+        "request_id": f"r{i}",
+        "ts": time.time(),
+        "endpoint": "predict",
+        "model_name": "m",
+        "model_version": "1",
+        "role": "served",
+        "query_kind": "text",
+        "category": "Appliances",
+        "probability": 0.5,
+        "top_k": top_k_json([["Appliances", 0.5]]),
+        "text_vector": vector_bytes(np.arange(4, dtype=np.float32)),
+    }
+
+
+def _count(url: str) -> int:
+    engine = db.engine(url)
+    with engine.connect() as connection:
+        n = connection.execute(sa.select(sa.func.count()).select_from(log_schema.predictions))
+        return int(n.scalar_one())
+
+
+def test_rows_are_written_in_batches_and_close_loses_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    batches: list[int] = []
+    log = PredictionLog(
+        url, flush_interval_s=5, batch_size=100, on_write=lambda n, _: batches.append(n)
+    )
+    log.start()
+    for i in range(250):
+        assert log.record(_row(i))
+    assert log.flush(timeout=10)  # without waiting for the 5 s interval
+    assert _count(url) == 250 and max(batches) <= 100
+    for i in range(250, 300):
+        log.record(_row(i))
+    log.close()
+    assert _count(url) == 300 and (log.written, log.dropped, log.lost) == (300, 0, 0)
+    with db.engine(url).connect() as connection:
+        blob = connection.execute(sa.select(log_schema.predictions.c.text_vector)).first()[0]
+    assert vector_from_bytes(blob).tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    dropped: list[int] = []
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", queue_size=10, on_drop=dropped.append)
+    accepted = [log.record(_row(i)) for i in range(15)]  # the writer is not started yet
+    assert accepted == [True] * 10 + [False] * 5
+    assert log.dropped == 5 and sum(dropped) == 5
+    log.start()
+    log.close()
+    assert log.written == 10
+
+
+def test_a_failing_database_keeps_the_rows_and_counts_them_lost_at_close(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, flush_interval_s=0.05).start()
+    with log.engine.begin() as connection:  # the table goes away under the writer
+        connection.execute(sa.text("DROP TABLE predictions"))
+    log.record(_row(0))
+    log.record(_row(1))
+    assert not log.flush(timeout=0.5)
+    assert log.failures >= 1 and log.pending == 2
+    log.close()
+    assert (log.written, log.lost) == (0, 2)
+
+
+@pytest.mark.parametrize("percent", [5.0, 50.0])
+def test_canary_share_is_the_percentage(percent: float) -> None:
+    from serving.watch import client_hash, in_canary
+
+    clients = [client_hash(f"client-{i}", b"salt") for i in range(20_000)]
+    share = sum(in_canary(c, percent) for c in clients) / len(clients)
+    assert abs(share - percent / 100) < 0.01
+    assert client_hash("client-1", b"salt") == clients[1]  # sticky
+    assert client_hash("client-1", b"other") != clients[1]  # the salt keys the hash
+
+
+def test_rows_of_different_endpoints_share_a_batch_and_a_bad_row_is_counted(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, flush_interval_s=5).start()
+    product = {k: v for k, v in _row(1).items() if k != "text_vector"}  # fewer columns
+    bad = {**_row(2), "ts": None}  # NOT NULL
+    for row in (_row(0), product, bad, _row(3)):
+        log.record(row)
+    log.close()
+    assert _count(url) == 3 and (log.written, log.lost) == (3, 1)
