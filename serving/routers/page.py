@@ -1,11 +1,13 @@
 """The search page: ``GET /`` and its assets (``/static/…``), plain files from ``serving/static``.
 
 No build step, no CDN, no external fonts: the page is one HTML file, one stylesheet and
-one script, and it only calls this API (``/model``, ``/predict``, ``/similar``,
-``/products/{id}/similar``, ``/products/{id}/image``), so it works offline and wherever
-the API runs. Files are served with ETag and Last-Modified by Starlette's ``StaticFiles``
-and ``Cache-Control: no-cache``: a browser revalidates (a 304, no body) and so never
-keeps a stale script after an upgrade.
+one script, and it only calls this API (``/model`` with its model card, ``/predict``,
+``/similar``, ``/products/{id}/similar``, ``/products/{id}/image``; ``PUT
+/products/{id}`` when a seller publishes, ``/feedback`` for the category kept or chosen
+and for "More like this" clicks), so it works offline and wherever the API runs. Files
+are served with ETag and Last-Modified by Starlette's ``StaticFiles`` and
+``Cache-Control: no-cache``: a browser revalidates (a 304, no body) and so never keeps a
+stale script after an upgrade.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 // marketplace search page: a photo and/or a description in; the predicted category and
 // similar listings (with their photos) out. Plain JavaScript, no build step, no CDN: it
-// talks only to this API. Every value from the API is inserted as text, never as HTML.
+// talks only to this API. Every value from the API is inserted as text, never as HTML
+// (the model card's Markdown too: it is rendered into elements, see renderMarkdown).
+// A seller can publish the listing (PUT /products/{id}); the category kept or chosen and
+// "More like this" clicks go back to the API as feedback (POST /feedback), never blocking.
 "use strict";
 
 (() => {
@@ -27,7 +30,15 @@
     kind: $("query-kind"), bars: $("bars"), back: $("back"), title: $("results-title"),
     filters: $("filters"), filterCategory: $("filter-category"), minPrice: $("min-price"),
     maxPrice: $("max-price"), filterError: $("filter-error"), status: $("status"), grid: $("grid"),
+    cardOpen: $("model-card-open"), card: $("model-card"), cardClose: $("model-card-close"),
+    cardBody: $("model-card-body"), sell: $("sell"), sellForm: $("sell-form"),
+    sellName: $("sell-name"), sellDescription: $("sell-description"),
+    sellLocation: $("sell-location"), sellCategory: $("sell-category"),
+    sellSuggested: $("sell-suggested"), tokenRow: $("token-row"), token: $("token"),
+    tokenSaved: $("token-saved"), forgetToken: $("forget-token"), sellError: $("sell-error"),
+    publish: $("publish"), published: $("published"),
   };
+  const TOKEN_KEY = "marketplace.catalogueToken"; // sessionStorage: this tab only
 
   const state = {
     photo: null, // File
@@ -37,6 +48,9 @@
     alias: null,
     seq: 0, // answers of an older request are dropped
     controller: null,
+    suggestion: null, // {requestId, category}: the /predict answer that suggested the category
+    editingId: null, // the published listing's id: publishing again changes it
+    own: null, // the record PUT answered: shown first in its own similar listings
   };
 
   const gbp = new Intl.NumberFormat("en-GB", { style: "currency", currency: "GBP" });
@@ -48,7 +62,8 @@
     }
   }
 
-  async function api(path, options = {}) {
+  // The body and the X-Request-ID of an answer (feedback refers to it).
+  async function call(path, options = {}) {
     let response;
     try {
       response = await fetch(path, options);
@@ -66,7 +81,22 @@
       const detail = body && body.detail !== undefined ? body.detail : response.statusText;
       throw new ApiError(response.status, typeof detail === "string" ? detail : JSON.stringify(detail));
     }
-    return body;
+    return { body, requestId: response.headers.get("X-Request-ID"), status: response.status };
+  }
+
+  const api = (path, options) => call(path, options).then((answer) => answer.body);
+
+  // Feedback is best effort: a missing /feedback or a refusal is logged, never shown.
+  function sendFeedback(feedback) {
+    if (!feedback.request_id) return;
+    fetch("/feedback", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(feedback),
+      keepalive: true, // survives the page being left right after a click
+    }).then((response) => {
+      if (!response.ok) console.warn(`feedback not stored: ${response.status}`, feedback);
+    }).catch((err) => console.warn("feedback not sent", err, feedback));
   }
 
   function readable(err) {
@@ -82,6 +112,7 @@
   function clearErrors() {
     el.error.hidden = true;
     el.filterError.hidden = true;
+    el.sellError.hidden = true;
   }
 
   function node(tag, className, text) {
@@ -110,7 +141,12 @@
         const option = node("option", "", category);
         option.value = category;
         el.filterCategory.append(option);
+        el.sellCategory.append(option.cloneNode(true));
       }
+      el.cardBody.replaceChildren(info.description
+        ? renderMarkdown(info.description)
+        : node("p", "", `Version ${info.version} has no model card in the registry.`));
+      el.cardOpen.hidden = false;
     } catch (err) {
       el.model.textContent = readable(err);
     }
@@ -255,29 +291,35 @@
     // search page"). A failed /similar skips /predict: it would fail the same way.
     const similar = similarQuery(request);
     const callPredict = () => request.seq === state.seq
-      && api("/predict", { method: "POST", body: listingForm(predictExtra), signal: request.signal })
-        .then((answer) => request.seq === state.seq && showPrediction(answer));
+      && call("/predict", { method: "POST", body: listingForm(predictExtra), signal: request.signal })
+        .then(({ body, requestId }) => request.seq === state.seq && showPrediction(body, requestId));
     const predict = PARALLEL ? callPredict() : similar.then(callPredict);
     settle(request, [similar, predict], el.error);
   }
 
   function similarQuery(request) {
     const extra = [["k", String(K_SIMILAR)], ...filterParams()];
-    return api("/similar", { method: "POST", body: listingForm(extra), signal: request.signal })
-      .then((answer) => request.seq === state.seq && showResults(answer, "Similar listings"));
+    return call("/similar", { method: "POST", body: listingForm(extra), signal: request.signal })
+      .then(({ body, requestId }) => request.seq === state.seq
+        && showResults(body, "Similar listings", requestId));
   }
 
   // "More like this" for a listing of the catalogue: its stored vector, no encoder runs.
-  function moreLikeThis(product) {
+  // With `own` (the seller's just published listing), the listing itself leads the grid.
+  function moreLikeThis(product, own = null) {
     state.mode = "product";
     state.product = product;
+    state.own = own;
     const request = begin();
     const params = filterParams();
     params.set("k", String(K_SIMILAR));
     const path = `/products/${encodeURIComponent(product.id)}/similar?${params}`;
-    const call = api(path, { signal: request.signal })
-      .then((answer) => request.seq === state.seq && showResults(answer, `More like “${product.title}”`));
-    settle(request, [call], el.filterError);
+    const heading = own ? `Your listing “${product.title}” and similar listings`
+      : `More like “${product.title}”`;
+    const similar = call(path, { signal: request.signal })
+      .then(({ body, requestId }) => request.seq === state.seq
+        && showResults(body, heading, requestId));
+    settle(request, [similar], own ? el.sellError : el.filterError);
   }
 
   // Filters re-query whatever the grid shows now.
@@ -289,7 +331,7 @@
       return;
     }
     if (state.mode === "product") {
-      moreLikeThis(state.product);
+      moreLikeThis(state.product, state.own);
     } else if (state.mode === "query") {
       const request = begin();
       settle(request, [similarQuery(request)], el.filterError);
@@ -298,7 +340,7 @@
 
   // -- rendering ----------------------------------------------------------------------------
 
-  function showPrediction(answer) {
+  function showPrediction(answer, requestId) {
     el.category.textContent = answer.category;
     el.kind.textContent = KINDS[answer.query] || answer.query;
     el.kind.dataset.kind = answer.query;
@@ -315,10 +357,13 @@
     }));
     el.prediction.hidden = false;
     if (answer.model) showModel(answer.model.name, answer.model.version);
+    suggest(answer.category, requestId);
   }
 
-  function card(product) {
-    const item = node("li", "card");
+  // A card of the grid; `requestId`: the answer that listed it (for the click's feedback).
+  function card(product, requestId) {
+    const own = product.score === undefined; // the seller's listing (a PUT's record)
+    const item = node("li", own ? "card own" : "card");
     item.dataset.productId = product.product_id;
     if (product.price !== null) item.dataset.price = String(product.price);
     const photo = node("div", "photo");
@@ -343,27 +388,265 @@
       node("p", "price", product.price === null ? "no price" : gbp.format(product.price)),
       node("p", "meta location", product.location || "location unknown"),
       node("p", "meta category", product.category),
-      node("p", "score", `similarity ${product.score.toFixed(3)}`),
+      own ? node("p", "score yours", "your listing · live")
+        : node("p", "score", `similarity ${product.score.toFixed(3)}`),
     );
-    const more = node("button", "more", "More like this");
-    more.type = "button";
-    more.setAttribute("aria-label", `More like ${product.title}`);
-    more.addEventListener("click", () => moreLikeThis({ id: product.product_id, title: product.title }));
-    body.append(more);
+    if (!own) {
+      const more = node("button", "more", "More like this");
+      more.type = "button";
+      more.setAttribute("aria-label", `More like ${product.title}`);
+      more.addEventListener("click", () => {
+        sendFeedback({ request_id: requestId, clicked_product_id: product.product_id });
+        moreLikeThis({ id: product.product_id, title: product.title });
+      });
+      body.append(more);
+    }
     item.append(photo, body);
     return item;
   }
 
-  function showResults(answer, heading) {
+  function showResults(answer, heading, requestId) {
     el.title.textContent = heading;
     el.back.hidden = state.mode !== "product" || (!state.photo && !el.text.value.trim());
-    el.grid.replaceChildren(...answer.results.map(card));
+    const cards = answer.results.map((product) => card(product, requestId));
+    if (state.mode === "product" && state.own) cards.unshift(card(state.own));
+    el.grid.replaceChildren(...cards);
     el.grid.dataset.query = answer.query;
     const filtered = filterParams().toString() ? " (filtered)" : "";
+    const yours = state.mode === "product" && state.own ? "your listing, then " : "";
     el.status.textContent = answer.results.length
-      ? `${answer.results.length} listings${filtered}, most similar first · index of ${answer.index.size} listings`
-      : `No listing matches${filtered}: widen the filters.`;
+      ? `${yours}${answer.results.length} listings${filtered}, most similar first · index of ${answer.index.size} listings`
+      : `${yours ? "Your listing; no other " : "No "}listing matches${filtered}: widen the filters.`;
     if (state.mode === "product") el.title.focus(); // keyboard users land on the new grid
+  }
+
+  // -- selling: the suggested category, publish, feedback ----------------------------------
+
+  // Title and description follow the query's text until the seller edits them.
+  function prefill(input, value) {
+    if (!input.value || input.value === input.dataset.auto) {
+      input.value = value;
+      input.dataset.auto = value;
+    }
+  }
+
+  function suggest(category, requestId) {
+    state.suggestion = { requestId, category };
+    if (!el.sellCategory.dataset.chosen) el.sellCategory.value = category;
+    el.sellSuggested.textContent = `(suggested: ${category})`;
+    const [first, ...rest] = el.text.value.trim().split("\n");
+    prefill(el.sellName, first.trim());
+    prefill(el.sellDescription, rest.join("\n").trim());
+    showToken();
+    el.sell.hidden = false;
+  }
+
+  function savedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return null; // storage disabled: the token is typed for each publish
+    }
+  }
+
+  function keepToken(token) {
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // storage disabled
+    }
+    showToken();
+  }
+
+  function showToken() {
+    const saved = Boolean(savedToken());
+    el.tokenRow.hidden = saved;
+    el.tokenSaved.hidden = !saved;
+  }
+
+  // A product id for a new listing: random, in the API's id alphabet. randomUUID needs a
+  // secure context (https or localhost); getRandomValues does not.
+  function newProductId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  const PUBLISH_MESSAGES = {
+    401: "The catalogue token was refused; type it again",
+    403: "Publishing is turned off on this server",
+  };
+
+  async function publish() {
+    clearErrors();
+    const title = el.sellName.value.trim();
+    const token = savedToken() || el.token.value.trim();
+    if (!title) {
+      showError(el.sellError, "Give the listing a title.");
+      el.sellName.focus();
+      return;
+    }
+    if (!token) {
+      showError(el.sellError, "Type the catalogue token to publish.");
+      el.token.focus();
+      return;
+    }
+    const form = new FormData();
+    form.append("title", title);
+    const fields = [["description", el.sellDescription], ["price", el.price],
+      ["location", el.sellLocation], ["category", el.sellCategory]];
+    for (const [name, input] of fields) {
+      if (input.value.trim()) form.append(name, input.value.trim());
+    }
+    if (state.photo) form.append("image", state.photo, state.photo.name || "photo");
+    const id = state.editingId || newProductId();
+    el.publish.disabled = true;
+    el.publish.replaceChildren(node("span", "spinner"), "Publishing…");
+    try {
+      const answer = await call(`/products/${encodeURIComponent(id)}`, {
+        method: "PUT", body: form, headers: { Authorization: `Bearer ${token}` },
+      });
+      keepToken(token);
+      el.token.value = "";
+      const record = answer.body;
+      const isNew = answer.status === 201;
+      state.editingId = id;
+      if (state.suggestion) {
+        sendFeedback({ request_id: state.suggestion.requestId, category: record.category });
+      }
+      const another = node("button", "link", "sell another");
+      another.type = "button";
+      another.addEventListener("click", resetSell);
+      el.published.replaceChildren(
+        isNew ? "Published: " : "Changes saved: ", node("b", "", record.title),
+        ` in ${record.category} · `, another,
+      );
+      el.published.dataset.productId = id;
+      el.published.dataset.status = String(answer.status);
+      el.published.hidden = false;
+      moreLikeThis({ id, title: record.title }, record);
+    } catch (err) {
+      if (err.status === 401) keepToken(null);
+      const lead = PUBLISH_MESSAGES[err.status];
+      showError(el.sellError, lead ? `${lead}: ${err.message}` : readable(err));
+    } finally {
+      el.publish.disabled = false;
+      el.publish.textContent = state.editingId ? "Save changes" : "Publish";
+    }
+  }
+
+  // The next publish creates a new listing.
+  function resetSell() {
+    state.editingId = null;
+    el.published.hidden = true;
+    el.publish.textContent = "Publish";
+    for (const input of [el.sellName, el.sellDescription, el.sellLocation]) {
+      input.value = "";
+      delete input.dataset.auto;
+    }
+    delete el.sellCategory.dataset.chosen;
+    if (state.suggestion) el.sellCategory.value = state.suggestion.category;
+    el.text.focus();
+  }
+
+  // -- the model card: Markdown rendered into elements, text only ---------------------------
+
+  // Headings, paragraphs, lists, tables, code blocks; inline `code`, **bold** and http(s)
+  // links. Every string goes in as a text node: the card cannot inject markup or script.
+  function renderMarkdown(markdown) {
+    const out = document.createDocumentFragment();
+    const lines = markdown.replace(/\r\n?/g, "\n").split("\n");
+    let paragraph = [], list = null, table = null, code = null;
+    const flush = () => {
+      if (paragraph.length) out.append(inline(node("p"), paragraph.join(" ")));
+      paragraph = [];
+      list = null;
+      table = null;
+    };
+    const cells = (line) => line.trim().replace(/^\|/, "").replace(/\|$/, "").split("|").map((c) => c.trim());
+    for (const line of lines) {
+      if (code) {
+        if (/^\s*```/.test(line)) code = null;
+        else code.textContent += `${line}\n`;
+        continue;
+      }
+      let match;
+      if (/^\s*```/.test(line)) {
+        flush();
+        code = node("code");
+        const pre = node("pre");
+        pre.append(code);
+        out.append(pre);
+      } else if (!line.trim()) {
+        flush();
+      } else if ((match = /^(#{1,6})\s+(.*)$/.exec(line))) {
+        flush();
+        out.append(inline(node(`h${Math.min(6, match[1].length + 2)}`), match[2]));
+      } else if ((match = /^\s*(?:([-*+])|\d+[.)])\s+(.*)$/.exec(line))) {
+        const tag = match[1] ? "ul" : "ol";
+        if (paragraph.length || table) flush();
+        if (!list || list.tagName.toLowerCase() !== tag) {
+          list = node(tag);
+          out.append(list);
+        }
+        list.append(inline(node("li"), match[2]));
+      } else if (/^\s*\|/.test(line)) {
+        if (paragraph.length || list) flush();
+        if (!table) {
+          table = node("table");
+          table.append(node("thead"), node("tbody"));
+          const wrap = node("div", "table-wrap"); // wide tables scroll, the page does not
+          wrap.append(table);
+          out.append(wrap);
+        }
+        const row = cells(line);
+        if (row.every((c) => /^:?-+:?$/.test(c))) continue; // the header's rule
+        const header = !table.tHead.rows.length;
+        const tr = node("tr");
+        for (const text of row) tr.append(inline(node(header ? "th" : "td"), text));
+        (header ? table.tHead : table.tBodies[0]).append(tr);
+      } else if (list && /^\s+\S/.test(line)) {
+        list.lastChild.append(" ", inline(document.createDocumentFragment(), line.trim()));
+      } else {
+        if (list || table) flush();
+        paragraph.push(line.trim());
+      }
+    }
+    flush();
+    return out;
+  }
+
+  function inline(target, text) {
+    const pattern = /`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)/g;
+    let last = 0, match;
+    while ((match = pattern.exec(text))) {
+      target.append(text.slice(last, match.index));
+      if (match[1] !== undefined) {
+        target.append(node("code", "", match[1]));
+      } else if (match[2] !== undefined) {
+        target.append(node("strong", "", match[2]));
+      } else {
+        let url = null;
+        try {
+          url = new URL(match[4], location.href);
+        } catch {
+          // not a URL: shown as text
+        }
+        if (url && (url.protocol === "http:" || url.protocol === "https:")) {
+          const link = node("a", "", match[3]);
+          link.href = url.href;
+          link.target = "_blank";
+          link.rel = "noopener noreferrer";
+          target.append(link);
+        } else {
+          target.append(match[0]);
+        }
+      }
+      last = pattern.lastIndex;
+    }
+    target.append(text.slice(last));
+    return target;
   }
 
   // -- wiring -------------------------------------------------------------------------------
@@ -390,6 +673,22 @@
     runQuery();
   });
   el.title.tabIndex = -1; // focus moves to the heading when the grid is replaced
+  el.sellForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    publish();
+  });
+  el.sellCategory.addEventListener("change", () => { el.sellCategory.dataset.chosen = "1"; });
+  el.forgetToken.addEventListener("click", () => {
+    keepToken(null);
+    el.token.focus();
+  });
+  el.cardOpen.addEventListener("click", () => el.card.showModal());
+  el.cardClose.addEventListener("click", () => el.card.close());
+  el.card.addEventListener("click", (event) => {
+    if (event.target === el.card) el.card.close(); // a click on the backdrop
+  });
+  // For tests and the curious: the card renderer (pure: a string in, elements out).
+  window.marketplacePage = { renderMarkdown };
 
   loadModel();
 })();

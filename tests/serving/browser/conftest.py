@@ -24,6 +24,7 @@ from tests.serving.conftest import Registry
 
 CHROMIUM_ENV = "MARKETPLACE_CHROMIUM"  # another Chromium binary than Debian's
 MAX_UPLOAD_BYTES = 256 * 1024  # small, so that a 413 is cheap to provoke
+CATALOGUE_TOKEN = "seller-test-token"  # the API under test accepts listing changes with it
 
 
 def chromium_path() -> str | None:
@@ -40,11 +41,15 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def api(registry: Registry) -> Iterator[Api]:
-    """``python -m serving`` on a free loopback port, ready; stopped by its PID afterwards."""
+def api(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """``python -m serving`` on a free loopback port, ready; stopped by its PID afterwards.
+    Listing changes are on (``CATALOGUE_TOKEN``); its log and prediction log live in the
+    test's temp folder."""
     settings = {
         "MARKETPLACE_MODEL_NAME": registry.name,
         "MARKETPLACE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+        "MARKETPLACE_CATALOGUE_TOKEN": CATALOGUE_TOKEN,
+        "MARKETPLACE_LIVE_DIR": str(tmp_path_factory.mktemp("live")),
     }
     with running_api(registry.uri, settings, 90) as base:
         yield Api(base, registry)

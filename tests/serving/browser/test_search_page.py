@@ -6,14 +6,16 @@ Each test leaves a screenshot of every step in its temp folder (pytest's ``tmp_p
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from PIL import Image
 
-from tests.serving.browser.conftest import MAX_UPLOAD_BYTES, Api
+from tests.serving.browser.conftest import CATALOGUE_TOKEN, MAX_UPLOAD_BYTES, Api
 
 FIRST_IMAGE_LOADED = """() => {
   const image = document.querySelector('#grid .card img');
@@ -174,3 +176,170 @@ def test_phone_width_layout(page: Any, shot: Callable[[str], Path]) -> None:
     query = page.locator(".query").bounding_box()
     results = page.locator(".results").bounding_box()
     assert query and results and results["y"] >= query["y"] + query["height"]  # stacked
+
+
+# -- the seller's flow, feedback and the model card ------------------------------------------
+
+
+class FeedbackSeen:
+    """``POST /feedback`` requests the page sent, with the answers the server gave."""
+
+    def __init__(self, page: Any) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+        page.on("request", self._request)
+        page.on("response", self._response)
+
+    def _request(self, request: Any) -> None:
+        if request.url.endswith("/feedback") and request.method == "POST":
+            self.sent.append(json.loads(request.post_data or "null"))
+
+    def _response(self, response: Any) -> None:
+        if response.url.endswith("/feedback"):
+            self.statuses.append(response.status)
+
+
+def _feedback_counts(api: Api) -> dict[str, float]:
+    """``marketplace_feedback_total`` on /metrics, by type (category, click)."""
+    counts = {"category": 0.0, "click": 0.0}
+    for line in httpx.get(f"{api.base}/metrics").text.splitlines():
+        if line.startswith("marketplace_feedback_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split('type="')[1].split('"')[0]] = float(value)
+    return counts
+
+
+def test_a_seller_publishes_and_sees_the_listing_with_its_similar_listings(
+    page: Any, api: Api, shot: Callable[[str], Path]
+) -> None:
+    feedback = FeedbackSeen(page)
+    before = _feedback_counts(api)
+    with page.expect_response(lambda r: r.url.endswith("/predict")) as predicted:
+        page.fill("#text", "Oak dining table with four chairs\nSolid wood, collection only")
+        page.set_input_files(
+            "#photo",
+            files=[{"name": "table.jpg", "mimeType": "image/jpeg", "buffer": api.registry.photo}],
+        )
+    predict_id = predicted.value.headers["x-request-id"]
+    page.wait_for_selector("#sell:not([hidden])")
+    suggested = page.text_content("#category")
+    assert page.input_value("#sell-category") == suggested
+    assert page.input_value("#sell-name") == "Oak dining table with four chairs"
+    assert page.input_value("#sell-description") == "Solid wood, collection only"
+    page.fill("#sell-location", "Leeds, West Yorkshire")
+    page.fill("#price", "-5")
+    page.fill("#token", "not-the-token")
+    shot("1-ready-to-publish")
+
+    # Refusals are said beside the form, and a refused token is asked for again.
+    page.click("#publish")
+    page.wait_for_selector("#sell-error:has-text('token was refused')")
+    assert page.is_visible("#token") and page.is_enabled("#publish")
+    page.fill("#token", CATALOGUE_TOKEN)
+    page.click("#publish")
+    page.wait_for_selector("#sell-error:has-text('price must be a finite number')")
+    shot("2-refused")
+    assert not feedback.sent  # nothing was published, so nothing was kept
+    page.fill("#price", "120")
+
+    with page.expect_request("**/feedback"):
+        page.click("#publish")
+    page.wait_for_selector("#published:not([hidden])")
+    _wait_for_results(page)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#grid .card.own img');"
+        " return i !== null && i.complete && i.naturalWidth > 0; }"
+    )
+    shot("3-published")
+    product_id = page.get_attribute("#published", "data-product-id")
+    assert page.get_attribute("#published", "data-status") == "201"
+    stored = httpx.get(f"{api.base}/products/{product_id}").json()
+    assert stored["title"] == "Oak dining table with four chairs" and stored["live"]
+    assert stored["category"] == suggested and stored["price"] == 120
+    assert stored["location"] == "Leeds, West Yorkshire" and stored["image_id"]
+    # The listing leads its own similar listings (GET /products/{id}/similar).
+    cards = _cards(page)
+    assert cards[0]["id"] == product_id and len(cards) > 1
+    assert product_id not in {c["id"] for c in cards[1:]}
+    assert (page.text_content("#status") or "").startswith("your listing, then")
+    assert "Your listing" in (page.text_content("#results-title") or "")
+    # The token is kept for the tab: not asked for again.
+    assert page.is_hidden("#token-row") and page.is_visible("#token-saved")
+
+    # A change keeps the id (200); the category the seller chose is stored.
+    other = next(c for c in api.registry.listings["root_category"].unique() if c != suggested)
+    page.select_option("#sell-category", other)
+    with (
+        page.expect_request("**/feedback"),
+        page.expect_response(lambda r: r.url.split("?")[0].endswith("/similar")) as listed,
+    ):
+        page.click("#publish")
+    page.wait_for_selector("#published[data-status='200']")
+    _wait_for_results(page)
+    assert httpx.get(f"{api.base}/products/{product_id}").json()["category"] == other
+
+    # "More like this" on a neighbour: feedback names the answer that listed it.
+    neighbour = _cards(page)[1]
+    with page.expect_request("**/feedback"):
+        page.locator("#grid .card").nth(1).get_by_role("button").click()
+    page.wait_for_selector("#results-title:has-text('More like')")
+    _wait_for_results(page)
+    assert feedback.sent == [
+        {"request_id": predict_id, "category": suggested},
+        {"request_id": predict_id, "category": other},
+        {"request_id": listed.value.headers["x-request-id"], "clicked_product_id": neighbour["id"]},
+    ]
+    # Feedback that cannot be sent never stands in the way (it is logged to the console).
+    page.route("**/feedback", lambda route: route.abort())
+    clicked = _cards(page)[0]
+    page.locator("#grid .card").first.get_by_role("button").click()
+    page.wait_for_selector(f"#results-title:has-text('More like “{clicked['title']}”')")
+    _wait_for_results(page)
+    assert clicked["id"] not in {c["id"] for c in _cards(page)}
+    page.unroute("**/feedback")
+    # Searched for, the new listing is found like any other.
+    page.click("#search")
+    page.wait_for_selector("#results-title:text-is('Similar listings')")
+    _wait_for_results(page)
+    assert product_id in {c["id"] for c in _cards(page)}
+    # All three were stored (204) and counted.
+    for _ in range(50):  # the responses' events arrive while Playwright waits
+        if len(feedback.statuses) == 3:
+            break
+        page.wait_for_timeout(100)
+    assert feedback.statuses == [204, 204, 204]
+    after = _feedback_counts(api)
+    assert after == {"category": before["category"] + 2, "click": before["click"] + 1}
+
+
+def test_the_model_card_is_shown_and_rendered_as_text(
+    page: Any, api: Api, shot: Callable[[str], Path]
+) -> None:
+    page.click("#model-card-open")
+    page.wait_for_selector("#model-card[open] #model-card-body h3")
+    shot("1-model-card")
+    assert page.text_content("#model-card-body h3") == f"{api.registry.name} version 1"
+    headings = page.locator("#model-card-body h4").all_text_contents()
+    assert "Test metrics per query kind" in headings and "Runs" in headings
+    rows = page.locator("#model-card-body table tbody tr").all_text_contents()
+    assert any("photo only" in row for row in rows)
+    assert page.locator("#model-card-body table thead th").count() >= 7
+    assert page.locator("#model-card-body li").count() >= 5
+    page.click("#model-card-close")
+    page.wait_for_selector("#model-card:not([open])", state="attached")
+    # Untrusted Markdown becomes text: no element, attribute or script link from it.
+    rendered = page.evaluate(
+        """() => {
+            const box = document.createElement('div');
+            box.append(window.marketplacePage.renderMarkdown(
+                '# <img src=x onerror="window.pwned = 1">\\n\\n' +
+                '- [run](javascript:window.pwned=1) and [docs](https://example.org/a)\\n\\n' +
+                '| a | <b>b</b> |\\n|---|---|\\n| `<script>` | **x** |'));
+            return {html: box.innerHTML, text: box.textContent,
+                    links: [...box.querySelectorAll('a')].map(a => a.href)};
+        }"""
+    )
+    assert "<img" not in rendered["html"] and "<b>" not in rendered["html"]
+    assert "<script>" in rendered["text"] and 'onerror="window.pwned = 1"' in rendered["text"]
+    assert rendered["links"] == ["https://example.org/a"]
+    assert page.evaluate("window.pwned === undefined")
