@@ -29,10 +29,11 @@ def venv_env() -> dict[str, str]:
     """The environment with this interpreter's bin first, so `python` and `dvc` match it."""
     env = dict(os.environ)
     # A scratch project's commands use its own store (mlflow.db beside it). MLflow 3's
-    # set_tracking_uri also exports MLFLOW_TRACKING_URI, so an earlier test's store would
-    # otherwise leak into every later subprocess.
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("MLFLOW_REGISTRY_URI", None)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI (and set_experiment
+    # MLFLOW_EXPERIMENT_ID), so an earlier test's store would otherwise leak into every later
+    # subprocess (`mlflow run --experiment-name` refuses both at once).
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(key, None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
     return env
