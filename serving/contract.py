@@ -94,21 +94,35 @@ def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
     form = components.get("ListingForm")
     if form is not None:  # a form field is sent or not, never null: no null branches
         limits = {
-            "image": {
-                "type": "string",
-                "contentMediaType": "application/octet-stream",
-                "minLength": 1,
-            },
-            "text": {"type": "string", "maxLength": settings.max_text_chars, "pattern": r"\S"},
-            "k": {"type": "integer", "minimum": 1, "maximum": settings.max_k},
+            "image": PHOTO,
+            "text": {"type": "string", "maxLength": settings.max_text_chars},
+            "k": _or_empty({"type": "integer", "minimum": 1, "maximum": settings.max_k}),
             "category": {"type": "string"},
-            **{p: {"type": "number", "minimum": 0} for p in ("price", "min_price", "max_price")},
+            **{
+                p: _or_empty({"type": "number", "minimum": 0})
+                for p in ("price", "min_price", "max_price")
+            },
         }
         for name, field in form["properties"].items():
             field.pop("anyOf", None)
             field.update(limits[name])
-        form["anyOf"] = [{"required": ["image"]}, {"required": ["text"]}]  # at least one
+        # At least one of a photo and a text that is not blank (a blank one is no text).
+        form["anyOf"] = [
+            {"required": ["image"]},
+            {"required": ["text"], "properties": {"text": {"pattern": r"\S"}}},
+        ]
     return schema
+
+
+PHOTO = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
+EMPTY = {"const": "", "description": "an empty form field is the same as not sending it"}
+
+
+def _or_empty(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional form field: the value, or empty. FastAPI reads an empty form field
+    (what an HTML form sends for an input left blank) as not sent, so the server takes
+    it, and the published schema says so."""
+    return {"anyOf": [schema, EMPTY]}
 
 
 def publish(app: FastAPI, settings: Settings) -> None:
@@ -154,17 +168,18 @@ def _live_listings(
     if form is None:
         return
     text = {"type": "string", "maxLength": settings.max_text_chars}
+    category: dict[str, Any] = {"type": "string"}
+    holder = getattr(app.state, "holder", None)
+    if holder is not None and holder.current is not None:  # the served model's categories
+        category["enum"] = list(holder.current.categories)
     limits = {
-        "image": {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1},
+        "image": PHOTO,
         "title": {**text, "pattern": r"\S"},
         "description": text,
         "location": text,
-        "category": {"type": "string"},
-        "price": {"type": "number", "minimum": 0},
+        "category": _or_empty(category),
+        "price": _or_empty({"type": "number", "minimum": 0}),
     }
-    holder = getattr(app.state, "holder", None)
-    if holder is not None and holder.current is not None:  # the served model's categories
-        limits["category"]["enum"] = list(holder.current.categories)
     for name, field in form["properties"].items():  # sent or not, never null
         field.pop("anyOf", None)
         field.update(limits[name])

@@ -17,11 +17,26 @@ import logging
 from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.routing import Match
 
 from marketplace.errors import InputError
 from serving.observability import REQUEST_ID_HEADER
 
 log = logging.getLogger("serving.errors")
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` header of a 405: the methods of every route whose path matches.
+
+    Starlette answers a 405 from the first route whose path matches, so with one route
+    per method (``GET``, ``PUT`` and ``DELETE /products/{id}``) it would name that route's
+    methods only, not the path's (RFC 9110 and the published schema list them all)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def install(app: FastAPI) -> None:
