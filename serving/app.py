@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from marketplace.core.db import default_url
 from marketplace.inference import Marketplace
@@ -23,6 +24,7 @@ from marketplace.search.catalogue import CatalogueLog
 from serving import catalogue as live_catalogue
 from serving.batching import PredictBatcher
 from serving.contract import publish
+from serving.errors import allowed_methods
 from serving.errors import install as install_error_handlers
 from serving.observability import RegistryProbe, instrument
 from serving.routers import (
@@ -179,12 +181,16 @@ def create_app(
 
     install_error_handlers(app)  # InputError -> 422, any other exception -> 500 (request id)
 
-    @app.exception_handler(HTTPException)
+    # Starlette's own 404/405 too (its base class): one error body for every answer.
+    @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path, not just one route's
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         return JSONResponse(
             {"detail": exc.detail, "status": exc.status_code},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from serving.observability import REQUEST_ID_HEADER
 from serving.settings import Settings
 
 ERROR = {
@@ -91,24 +92,43 @@ def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
                         "maximum": settings.max_k,
                     }
     _live_listings(schema, components, settings, app)
+    _feedback_links(schema)
+    categories = _categories(app)
+    feedback = components.get("FeedbackRequest", {}).get("properties", {}).get("category")
+    if feedback is not None and categories is not None:  # it scores the served model's
+        feedback["enum"] = categories
     form = components.get("ListingForm")
     if form is not None:  # a form field is sent or not, never null: no null branches
         limits = {
-            "image": {
-                "type": "string",
-                "contentMediaType": "application/octet-stream",
-                "minLength": 1,
-            },
-            "text": {"type": "string", "maxLength": settings.max_text_chars, "pattern": r"\S"},
-            "k": {"type": "integer", "minimum": 1, "maximum": settings.max_k},
+            "image": PHOTO,
+            "text": {"type": "string", "maxLength": settings.max_text_chars},
+            "k": _or_empty({"type": "integer", "minimum": 1, "maximum": settings.max_k}),
             "category": {"type": "string"},
-            **{p: {"type": "number", "minimum": 0} for p in ("price", "min_price", "max_price")},
+            **{
+                p: _or_empty({"type": "number", "minimum": 0})
+                for p in ("price", "min_price", "max_price")
+            },
         }
         for name, field in form["properties"].items():
             field.pop("anyOf", None)
             field.update(limits[name])
-        form["anyOf"] = [{"required": ["image"]}, {"required": ["text"]}]  # at least one
+        # At least one of a photo and a text that is not blank (a blank one is no text).
+        form["anyOf"] = [
+            {"required": ["image"]},
+            {"required": ["text"], "properties": {"text": {"pattern": r"\S"}}},
+        ]
     return schema
+
+
+PHOTO = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
+EMPTY = {"const": "", "description": "an empty form field is the same as not sending it"}
+
+
+def _or_empty(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional form field: the value, or empty. FastAPI reads an empty form field
+    (what an HTML form sends for an input left blank) as not sent, so the server takes
+    it, and the published schema says so."""
+    return {"anyOf": [schema, EMPTY]}
 
 
 def publish(app: FastAPI, settings: Settings) -> None:
@@ -154,17 +174,48 @@ def _live_listings(
     if form is None:
         return
     text = {"type": "string", "maxLength": settings.max_text_chars}
+    category: dict[str, Any] = {"type": "string"}
+    categories = _categories(app)
+    if categories is not None:
+        category["enum"] = categories
     limits = {
-        "image": {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1},
+        "image": PHOTO,
         "title": {**text, "pattern": r"\S"},
         "description": text,
         "location": text,
-        "category": {"type": "string"},
-        "price": {"type": "number", "minimum": 0},
+        "category": _or_empty(category),
+        "price": _or_empty({"type": "number", "minimum": 0}),
     }
-    holder = getattr(app.state, "holder", None)
-    if holder is not None and holder.current is not None:  # the served model's categories
-        limits["category"]["enum"] = list(holder.current.categories)
     for name, field in form["properties"].items():  # sent or not, never null
         field.pop("anyOf", None)
         field.update(limits[name])
+
+
+def _feedback_links(schema: dict[str, Any]) -> None:
+    """Feedback is keyed by an answer's ``X-Request-ID``: link /predict's answer to
+    ``POST /feedback`` (its request id and category), so clients and stateful tests
+    know where a request id comes from."""
+    feedback = schema["paths"].get("/feedback", {}).get("post")
+    answer = schema["paths"].get("/predict", {}).get("post", {}).get("responses", {}).get("200")
+    if feedback is None or answer is None:
+        return
+    answer.setdefault("headers", {})[REQUEST_ID_HEADER] = {
+        "description": "this answer's id: send it to POST /feedback",
+        "schema": {"type": "string"},
+    }
+    answer.setdefault("links", {})["Feedback"] = {
+        "operationId": feedback["operationId"],
+        "requestBody": {
+            "request_id": f"$response.header.{REQUEST_ID_HEADER}",
+            "category": "$response.body#/category",
+        },
+        "description": "the category the seller kept (the predicted one here)",
+    }
+
+
+def _categories(app: FastAPI) -> list[str] | None:
+    """The served model's categories (None before a model is loaded)."""
+    holder = getattr(app.state, "holder", None)
+    if holder is None or holder.current is None:
+        return None
+    return list(holder.current.categories)

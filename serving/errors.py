@@ -17,11 +17,33 @@ import logging
 from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.routing import Match
 
 from marketplace.errors import InputError
 from serving.observability import REQUEST_ID_HEADER
 
 log = logging.getLogger("serving.errors")
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` header of a 405: every method some route fully matches at this path.
+
+    Starlette answers a 405 from the first route whose path matches, so with one route
+    per method (``GET``, ``PUT`` and ``DELETE /products/{id}``) it would name that route's
+    methods only, not the path's (RFC 9110 and the published schema list them all).
+    Asking each route (``matches``, included routers too) about each method keeps to
+    the routing's public interface."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -37,5 +37,31 @@ def map_case(context: Any, case: Any) -> Any:
         return case
     fields = _fields(case.body)
     if isinstance(fields, dict) and isinstance(fields.get("image"), bytes | str):
+        generated = dict(fields)
         fields["image"] = PHOTO
+        _as_generated(case, generated)
     return case
+
+
+def _as_generated(case: Any, generated: dict[str, Any]) -> None:
+    """Let schemathesis judge the photo as the image it generated, not as an edit.
+
+    schemathesis revalidates a body it sees edited (by this hook, or by a stateful link
+    writing a previous answer's title into it) against the schema, each edited key by
+    its live value, and no ``bytes`` value passes a JSON schema (``contains_binary``):
+    the valid request would be relabelled negative and its 2xx reported as ST201. So
+    the photo becomes the body's baseline, and the image key is judged by the string
+    generated for it (valid: the case is positive); every other field, a link's
+    included, is still judged as sent. A no-op if these internals change (the checks
+    then stay as strict as schemathesis makes them)."""
+    meta = getattr(case, "_meta", None)
+    initial = getattr(meta, "_initial_containers", None)
+    raw = getattr(meta, "raw_containers", None)
+    sync = getattr(case, "_sync_validated_hashes", None)
+    if not (isinstance(initial, dict) and isinstance(raw, dict) and callable(sync)):
+        return
+    for location, container in initial.items():
+        if getattr(location, "name", "") == "BODY" and isinstance(container, dict):
+            container["image"] = PHOTO
+            raw.setdefault(location, generated)
+    sync()

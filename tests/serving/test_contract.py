@@ -57,3 +57,18 @@ def test_the_api_keeps_its_published_contract(registry: Registry, tmp_path: Path
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-6000:]
     assert "passed" in report and "failed" not in report.split("SUMMARY")[-1]
+
+
+def test_a_405_names_every_method_of_its_path() -> None:
+    """One route per method (GET, PUT, DELETE /products/{id}): Starlette's 405 named only
+    the first route's; the schema (and RFC 9110) want the path's methods in ``Allow``."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    client = TestClient(create_app())  # no lifespan: routing answers before any model
+    response = client.request("OPTIONS", "/products/p001")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, PUT, DELETE"
+    assert response.json() == {"detail": "Method Not Allowed", "status": 405}
+    assert client.request("PATCH", "/feedback").headers["allow"] == "POST"
