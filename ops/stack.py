@@ -105,7 +105,9 @@ class Stack:
         if self.state_file.exists():
             self.state = json.loads(self.state_file.read_text())
         self.state.setdefault("s3_key", "marketplace")
-        self.state.setdefault("s3_secret", secrets.token_urlsafe(24))
+        # Hex, never a leading "-": `dvc remote modify ... secret_access_key -x...` read a
+        # URL-safe secret that began with one as an option (a flaky S3 push/pull test).
+        self.state.setdefault("s3_secret", secrets.token_hex(24))
         for name in SERVICES:
             self.state.setdefault(name, {})
 
