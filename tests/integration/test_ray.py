@@ -10,6 +10,7 @@ process.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -108,9 +109,13 @@ def test_clean_and_embed_stages_on_ray_equal_the_local_path(
     pd.testing.assert_frame_equal(pd.read_csv(report, keep_default_na=False),
                                   pd.read_csv(io.StringIO(local_report.to_csv(index=False)),
                                               keep_default_na=False))  # fmt: skip
-    assert sorted(p.name for p in canvases.iterdir()) == [f"img{i:02d}.jpg" for i in range(7)]
-    for path in canvases.iterdir():  # the same canvases, to the byte
+    assert sorted(p.name for p in canvases.glob("*.jpg")) == [f"img{i:02d}.jpg" for i in range(7)]
+    for path in canvases.glob("*.jpg"):  # the same canvases, to the byte
         assert path.read_bytes() == (local_canvases / path.name).read_bytes()
+    manifest = "manifest.json"  # what the next incremental run reuses: the same either way
+    assert json.loads((canvases / manifest).read_text()) == json.loads(
+        (local_canvases / manifest).read_text()
+    )
     local = {
         "embed_images": stream_catalogue_images(
             canvases, PARAMS.embed_images, canvas_size=PARAMS.clean_images.size, progress=False
