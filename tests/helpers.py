@@ -72,11 +72,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_api(
+def api_process(
     tracking_uri: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> Iterator[str]:
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """``python -m serving`` (real uvicorn) on a free loopback port over the registry at
-    ``tracking_uri``, ready; yields its base URL and stops it by its PID afterwards.
+    ``tracking_uri``, ready; yields its base URL and process (a test may kill it itself),
+    and stops it by its PID afterwards.
 
     ``env`` adds settings (``MARKETPLACE_MODEL_NAME``, ...).
     """
@@ -109,13 +110,23 @@ def running_api(
             if time.monotonic() > deadline:
                 raise AssertionError(f"not ready within {timeout:.0f} s")
             time.sleep(0.2)
-        yield base
+        yield base, server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+@contextlib.contextmanager
+def running_api(
+    tracking_uri: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[str]:
+    """``api_process``'s base URL alone."""
+    with api_process(tracking_uri, env, timeout) as (base, _):
+        yield base
 
 
 @contextlib.contextmanager

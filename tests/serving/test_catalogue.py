@@ -11,7 +11,6 @@ import contextlib
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import PROJECT_ROOT, free_port, venv_env
+from tests.helpers import api_process
 from tests.serving.conftest import Registry, photo
 
 TOKEN = "catalogue-test-token"
@@ -34,42 +33,14 @@ ALIAS = "catalogue-test"  # this module's own alias: moving it disturbs no other
 def api(registry: Registry, log_url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """``python -m serving`` on a free port over ``registry`` and the log at ``log_url``;
     yields its URL and process, and stops it by PID (if the test has not killed it)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
-        cwd=PROJECT_ROOT,
-        env={
-            **venv_env(),
-            "MARKETPLACE_TRACKING_URI": registry.uri,
-            "MARKETPLACE_MODEL_NAME": registry.name,
-            "MARKETPLACE_CATALOGUE_URL": log_url,
-            "MARKETPLACE_CATALOGUE_POLL_S": "0.2",
-            "HF_HUB_OFFLINE": "1",
-            **env,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise AssertionError(f"server exited:\n{server.stdout.read()}")  # type: ignore[union-attr]
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "not ready within 120 s"
-            time.sleep(0.2)
-        yield base, server
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    settings = {
+        "MARKETPLACE_MODEL_NAME": registry.name,
+        "MARKETPLACE_CATALOGUE_URL": log_url,
+        "MARKETPLACE_CATALOGUE_POLL_S": "0.2",
+        **env,
+    }
+    with api_process(registry.uri, settings) as (base, process):
+        yield base, process
 
 
 def put(base: str, product_id: str, token: str | None = TOKEN, **fields) -> httpx.Response:

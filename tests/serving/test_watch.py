@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from marketplace.core import db
 from marketplace.inference import Listing, Marketplace
 from marketplace.mlops import log_schema
 from marketplace.mlops.prediction_log import vector_from_bytes
-from tests.helpers import PROJECT_ROOT, free_port, venv_env
+from tests.helpers import api_process
 from tests.serving.conftest import Registry, photo
 
 FLUSH_S = 1.0
@@ -42,42 +41,14 @@ FLUSH_S = 1.0
 def server(registry: Registry, log_url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """``python -m serving`` on a free port, logging to ``log_url``; yields its URL and
     process (the test may stop it itself), else stops it by PID at the end."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
-        cwd=PROJECT_ROOT,
-        env={
-            **venv_env(),
-            "HF_HUB_OFFLINE": "1",
-            "MARKETPLACE_TRACKING_URI": registry.uri,
-            "MARKETPLACE_MODEL_NAME": registry.name,
-            "MARKETPLACE_PREDICTION_LOG_URL": log_url,
-            "MARKETPLACE_PREDICTION_LOG_FLUSH_S": str(FLUSH_S),
-            **env,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"server exited:\n{process.stdout.read()}")  # type: ignore[union-attr]
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server not ready in 120 s"
-            time.sleep(0.2)
+    settings = {
+        "MARKETPLACE_MODEL_NAME": registry.name,
+        "MARKETPLACE_PREDICTION_LOG_URL": log_url,
+        "MARKETPLACE_PREDICTION_LOG_FLUSH_S": str(FLUSH_S),
+        **env,
+    }
+    with api_process(registry.uri, settings) as (base, process):
         yield base, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def _rows(url: str) -> pd.DataFrame:
