@@ -31,18 +31,10 @@ from serving.settings import Settings
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
-class ListingForm(BaseModel):
-    """A listing query: ``image`` and/or ``text``, plus options (strings, as forms send)."""
+class StrictForm(BaseModel):
+    """A form that names an unknown field in its error (a typo is never silently ignored)."""
 
     model_config = ConfigDict(extra="forbid")
-
-    image: UploadFile | None = Field(None, description="JPEG, PNG or WebP photo")
-    text: str | None = Field(None, description="title and/or description")
-    price: float | None = Field(None, description="GBP (predict)")
-    k: int | None = Field(None, description="results (similar) or top categories (predict)")
-    category: str | None = Field(None, description="filter (similar)")
-    min_price: float | None = Field(None, description="filter (similar)")
-    max_price: float | None = Field(None, description="filter (similar)")
 
     @model_validator(mode="before")
     @classmethod
@@ -54,6 +46,18 @@ class ListingForm(BaseModel):
                     f"unknown field(s) {', '.join(unknown)}; expected {', '.join(cls.model_fields)}"
                 )
         return data
+
+
+class ListingForm(StrictForm):
+    """A listing query: ``image`` and/or ``text``, plus options (strings, as forms send)."""
+
+    image: UploadFile | None = Field(None, description="JPEG, PNG or WebP photo")
+    text: str | None = Field(None, description="title and/or description")
+    price: float | None = Field(None, description="GBP (predict)")
+    k: int | None = Field(None, description="results (similar) or top categories (predict)")
+    category: str | None = Field(None, description="filter (similar)")
+    min_price: float | None = Field(None, description="filter (similar)")
+    max_price: float | None = Field(None, description="filter (similar)")
 
     @field_validator("image", mode="before")
     @classmethod

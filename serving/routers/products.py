@@ -15,7 +15,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Path, Request, Response, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from marketplace.search.catalogue import DELETE, PUT
@@ -23,7 +23,7 @@ from serving.catalogue import CatalogueDep, LiveDep, apply_own, require_catalogu
 from serving.dependencies import ModelDep, SettingsDep
 from serving.routers._common import call_model, model_ref
 from serving.schemas import CategoryScore, ListingRecord, StoredListing
-from serving.uploads import ListingRoute, check_image
+from serving.uploads import ListingRoute, StrictForm, check_image
 
 router = APIRouter(tags=["products"], route_class=ListingRoute)
 # Blank as the published contract's ``\S`` pattern (ECMA-262) sees it: Python's
@@ -43,10 +43,8 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ProductForm(BaseModel):
+class ProductForm(StrictForm):
     """A listing as a seller sends it (``multipart/form-data``; strings, as forms send)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str = Field(description="the listing's title (required)")
     description: str | None = Field(None, description="the listing's description")
@@ -59,15 +57,9 @@ class ProductForm(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _known_fields(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields))
-            if unknown:
-                raise ValueError(
-                    f"unknown field(s) {', '.join(unknown)}; expected {', '.join(cls.model_fields)}"
-                )
-            if _BLANK.match(str(data.get("title") or "")):
-                raise ValueError("title is required")
+    def _title_required(cls, data: Any) -> Any:
+        if isinstance(data, dict) and _BLANK.match(str(data.get("title") or "")):
+            raise ValueError("title is required")
         return data
 
     @field_validator("title", "description", "location", "category", mode="before")
