@@ -52,6 +52,7 @@ class StackError(RuntimeError):
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the kernel's pick; tests and benchmarks use it too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
