@@ -35,7 +35,7 @@ from marketplace.models.query import query_kind
 from marketplace.preprocessing import listing_text
 from marketplace.training.train import TrainedModel
 from tests.helpers import PROJECT_ROOT
-from tests.helpers.tiny import WORDS, embeddings, train_combined
+from tests.helpers.tiny import WORDS, embeddings, listing, train_combined
 
 CANVAS = 96
 IMAGE_SIZE = 64
@@ -126,7 +126,7 @@ def build_world(root: Path, *, per_category: int = 40, seed: int = 0) -> World:
     images_dir = root / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     rows, photos = [], {}
-    for label, category in enumerate(WORDS):
+    for label in range(len(WORDS)):
         for i in range(per_category):
             n = label * per_category + i
             image_id = f"img{n:04d}" if rng.random() < 0.8 else None
@@ -134,20 +134,8 @@ def build_world(root: Path, *, per_category: int = 40, seed: int = 0) -> World:
                 photos[image_id] = _photo(label, rng)
                 clean_image(photos[image_id], CANVAS).save(images_dir / f"{image_id}.jpg")
             title, description = _text(label, rng)
-            rows.append(
-                {
-                    "product_id": f"p{n:04d}",
-                    "title": title,
-                    "description": description,
-                    "price": float(rng.integers(5, 500)) if rng.random() < 0.9 else None,
-                    "location": "Leeds, West Yorkshire",
-                    "root_category": category,
-                    "label": label,
-                    "image_id": image_id,
-                    "image_ref": image_id,
-                    "image_created": None,
-                }
-            )
+            price = float(rng.integers(5, 500)) if rng.random() < 0.9 else None
+            rows.append(listing(f"p{n:04d}", title, description, price, label, image_id))
     listings = pd.DataFrame(rows)
     order = rng.permutation(len(listings))
     ids = listings["product_id"].to_numpy()[order].tolist()

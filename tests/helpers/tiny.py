@@ -83,30 +83,44 @@ def photo(seed: int, size: int = 120) -> bytes:
     return out.getvalue()
 
 
+def listing(
+    product_id: str,
+    title: str,
+    description: str,
+    price: float | None,
+    label: int,
+    image_id: str | None,
+) -> dict[str, object]:
+    """A cleaned listing row (what the clean stages give) in category ``label`` of WORDS."""
+    return {
+        "product_id": product_id,
+        "title": title,
+        "description": description,
+        "price": price,
+        "location": "Leeds, West Yorkshire",
+        "root_category": list(WORDS)[label],
+        "label": label,
+        "image_id": image_id,
+        "image_ref": image_id,
+        "image_created": None,
+    }
+
+
 def catalogue(root: Path) -> tuple[pd.DataFrame, dict[str, list[str]], Path]:
     """39 listings (13 categories x 3; every fifth without a photo), splits, photo folder."""
     rows = []
     images_dir = root / "images"
     images_dir.mkdir(parents=True)
-    for label, (category, words) in enumerate(WORDS.items()):
+    for label, words in enumerate(WORDS.values()):
         for i in range(3):
             n = label * 3 + i
             image_id = f"img{n:03d}" if n % 5 else None  # every fifth listing has no photo
             if image_id:
                 clean_image(photo(label * 100 + i), CANVAS).save(images_dir / f"{image_id}.jpg")
+            title = f"{words.split()[i % len(words.split())]} for sale {n}"
+            description = f"{words}. Good condition, collection only."
             rows.append(
-                {
-                    "product_id": f"p{n:03d}",
-                    "title": f"{words.split()[i % len(words.split())]} for sale {n}",
-                    "description": f"{words}. Good condition, collection only.",
-                    "price": float(10 + n * 7),
-                    "location": "Leeds, West Yorkshire",
-                    "root_category": category,
-                    "label": label,
-                    "image_id": image_id,
-                    "image_ref": image_id,
-                    "image_created": None,
-                }
+                listing(f"p{n:03d}", title, description, float(10 + n * 7), label, image_id)
             )
     listings = pd.DataFrame(rows)
     ids = list(listings["product_id"])
