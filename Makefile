@@ -59,8 +59,8 @@ browser: ## Install Chromium for the browser tests (apt-get, as root, when missi
 test: venv browser ## Run the whole test suite (unit, data, integration, browser, real data where present)
 	$(PY) -m pytest
 
-test-fast: venv ## Unit tests only
-	$(PY) -m pytest tests/unit
+test-fast: venv ## Unit and cheap serving tests: no stack, browser, Ray, servers or DVC runs
+	$(PY) -m pytest -m "not slow"
 
 lint: venv ## Lint, check formatting (ruff) and the layers' import contracts (import-linter)
 	$(VENV)/bin/ruff check .

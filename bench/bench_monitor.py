@@ -1,6 +1,6 @@
 """Benchmark the drift monitor: detection at the default thresholds, and false alarms.
 
-A combined model is trained on the synthetic catalogue of ``tests/monitor_world.py``
+A combined model is trained on the synthetic catalogue of ``tests/helpers/monitor.py``
 (520 listings, 13 categories, real packaged encoders); 500-request windows are replayed
 into prediction-log rows as serving logs them (the model's answers, the frozen encoders'
 vectors) and judged by ``monitor.compare`` against the model's training reference at the
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from marketplace.mlops.monitor import compare  # noqa: E402
-from tests.monitor_world import (  # noqa: E402
+from tests.helpers.monitor import (  # noqa: E402
     build_world,
     grey_photos,
     log_rows,
@@ -87,7 +87,7 @@ def main() -> None:
     summary = {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "cpu": _cpu(),
-        "data": "synthetic catalogue (tests/monitor_world.py), real packaged encoders",
+        "data": "synthetic catalogue (tests/helpers/monitor.py), real packaged encoders",
         "requests_per_window": args.requests,
         "thresholds": world.params.monitor.model_dump(),
         "false_alarms": f"{false_alarms}/{args.replays}",

@@ -50,7 +50,7 @@ from marketplace.thumbnails import (  # noqa: E402
     catalogue_thumbnails,
     product_photos,
 )
-from tests.serving.browser.conftest import chromium_path  # noqa: E402
+from tests.helpers.browser import chromium_path  # noqa: E402
 
 # Submits a photo + text the way a person does (the file input's change event), then
 # resolves with the page's own clock: ms to category + cards drawn, ms to first photo.

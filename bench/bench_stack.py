@@ -8,7 +8,7 @@
   versions (target 0) and wall time;
 - predictions at 16 clients while the tracking server is down for 30 s (target 0 failed).
 
-The model is the tests' tiny combined model (tests/serving/conftest.py), trained and
+The model is the tests' tiny combined model (tests.helpers.tiny), trained and
 registered into the stack once. Run: ``.venv/bin/python bench/bench_stack.py``.
 """
 
@@ -31,15 +31,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from ops.stack import Stack  # noqa: E402
 from tests.helpers import running_api  # noqa: E402
-from tests.stack.test_team_stack import _register_one  # noqa: E402
+from tests.helpers.stack import register_one  # noqa: E402
 
 OUTAGE_S = 30.0
 CLIENTS = 16
 
 
 def _register_tiny(stack: Stack, workdir: Path) -> str:
-    from tests.serving.conftest import MODEL
-    from tests.stack.conftest import register_tiny_production
+    from tests.helpers.stack import register_tiny_production
+    from tests.helpers.tiny import MODEL
 
     os.environ["MLFLOW_TRACKING_URI"] = stack.tracking_uri
     register_tiny_production(stack.tracking_uri, workdir)
@@ -52,9 +52,7 @@ def _registrations(stack: Stack) -> dict:
     start_at = time.time() + 2
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(20) as pool:
-        results = pool.starmap(
-            _register_one, [(i, stack.tracking_uri, start_at) for i in range(20)]
-        )
+        results = pool.starmap(register_one, [(i, stack.tracking_uri, start_at) for i in range(20)])
     wall = time.perf_counter() - started - 2
     client = MlflowClient(stack.tracking_uri)
     experiment = client.get_experiment_by_name("concurrency")

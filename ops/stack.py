@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 DEFAULT_DIR = Path(".stack")
 SERVICES = ("postgres", "s3", "mlflow")  # start order; stopped in reverse
 BUCKETS = ("mlflow", "dvc")
@@ -52,6 +54,7 @@ class StackError(RuntimeError):
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the kernel's pick; tests and benchmarks use it too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -79,16 +82,15 @@ def _pg_bin(name: str) -> Path:
 def _alive(pid: int) -> bool:
     """Running (a zombie nobody reaped counts as gone)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return state != "Z"
 
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:  # gone, or a zombie
         return ""
 
 
@@ -394,15 +396,12 @@ def _port_free(port: int) -> bool:
 
 
 def _group_members(pgid: int) -> list[int]:
+    """The PIDs of process group ``pgid`` (psutil lists processes; it has no group field)."""
     members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid:
-                members.append(int(entry.name))
+    for process in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(process.pid) == pgid:
+                members.append(process.pid)
     return members
 
 

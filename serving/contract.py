@@ -3,9 +3,12 @@
 FastAPI documents a 422 as ``HTTPValidationError`` (``detail`` a list), but every error
 here is ``{"detail": str, "status": int}`` (serving/app.py), and it knows nothing of the
 413/415/400 the form reader gives, the 401/403 of /admin, the 404s or the 503 before a
-model is loaded. It also cannot see the limits that come from the settings (``k`` up to
-``max_k``, text up to ``max_text_chars``) or that a listing needs a photo or a text. This
-module adds them to the generated schema, so clients (and schemathesis) can rely on it.
+model is loaded. Each route declares its own error answers on its decorator
+(``responses=error_responses(...)``, and ``openapi_extra=PHOTO_PART`` where a photo is
+uploaded), so a new route documents itself. What no decorator can state is added here to
+the generated schema: FastAPI's own 422 as ``Error``, the limits that come from the
+settings (``k`` up to ``max_k``, text up to ``max_text_chars``), the served model's
+categories, and that a listing needs a photo or a text. Clients (and schemathesis) rely on it.
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ ERROR = {
     },
     "title": "Error",
 }
-LISTING_ROUTES = ("/predict", "/embed", "/similar")
-MODEL_ROUTES = (*LISTING_ROUTES, "/model", "/products/{product_id}/similar")
 WHY = {
     "400": "malformed form body",
     "401": "missing or wrong bearer token",
@@ -49,11 +50,31 @@ def _error(code: str) -> dict[str, Any]:
     }
 
 
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """A route's own error answers, for its decorator: ``@router.post("/x",
-    responses=error_responses(404, 422))`` documents them as ``Error`` bodies (a new route
-    declares its errors here instead of being added to the path lists above)."""
-    return {code: _error(str(code)) for code in codes}
+def error_responses(*codes: int, why: dict[int, str] | None = None) -> dict[int | str, Any]:
+    """A route's error answers, for its decorator: ``@router.post("/x",
+    responses=error_responses(404, 422, why={404: "unknown x"}))`` documents them as
+    ``Error`` bodies, each described by ``why`` or by the common ``WHY``."""
+    return {
+        code: {**_error(str(code)), **({"description": why[code]} if why and code in why else {})}
+        for code in codes
+    }
+
+
+# The answers every route that uses them gives: a listing form (400/413/415/422 from the
+# form reader and its checks) and the served model (503 before one is loaded).
+LISTING_ERRORS = error_responses(400, 413, 415, 422, 503)
+MODEL_ERRORS = error_responses(503)
+ADMIN_ERRORS = error_responses(401, 403)
+# A route that takes a photo: the types its ``image`` part may have (``openapi_extra``).
+PHOTO_PART = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "encoding": {"image": {"contentType": "image/jpeg, image/png, image/webp"}}
+            }
+        }
+    }
+}
 
 
 def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
@@ -65,25 +86,11 @@ def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     components["Error"] = ERROR
-    for path, operations in schema["paths"].items():
+    for operations in schema["paths"].values():
         for operation in operations.values():
             responses = operation["responses"]
-            codes = {"422"} if "422" in responses else set()
-            if path in LISTING_ROUTES:
-                codes |= {"400", "413", "415", "422"}
-                multipart = operation["requestBody"]["content"]["multipart/form-data"]
-                multipart["encoding"] = {
-                    "image": {"contentType": "image/jpeg, image/png, image/webp"}
-                }
-            if path in MODEL_ROUTES:
-                codes.add("503")
-            if path == "/products/{product_id}/similar":
-                codes |= {"404", "422"}
-            if path.startswith("/admin/"):
-                codes |= {"401", "403"}
-            for code in codes:
-                if code not in responses or "HTTPValidationError" in str(responses[code]):
-                    responses[code] = _error(code)
+            if "HTTPValidationError" in str(responses.get("422", "")):  # FastAPI's own
+                responses["422"] = _error("422")
             for parameter in operation.get("parameters", []):
                 if parameter["name"] == "k":
                     parameter["schema"] = {
@@ -91,7 +98,7 @@ def published_schema(app: FastAPI, settings: Settings) -> dict[str, Any]:
                         "minimum": 1,
                         "maximum": settings.max_k,
                     }
-    _live_listings(schema, components, settings, app)
+    _product_form(components, settings, app)
     _feedback_links(schema)
     categories = _categories(app)
     feedback = components.get("FeedbackRequest", {}).get("properties", {}).get("category")
@@ -142,34 +149,8 @@ def publish(app: FastAPI, settings: Settings) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-# Live listings (serving/routers/products.py): the errors each method gives.
-PRODUCT_ROUTE = "/products/{product_id}"
-PRODUCT_ERRORS = {
-    "get": {"404": "unknown or deleted listing", "422": "invalid product id", "503": WHY["503"]},
-    "put": {
-        **{code: WHY[code] for code in ("400", "413", "415", "422", "503")},
-        "401": WHY["401"],
-        "403": "listing changes are disabled (no MARKETPLACE_CATALOGUE_TOKEN)",
-    },
-    "delete": {
-        "401": WHY["401"],
-        "403": "listing changes are disabled (no MARKETPLACE_CATALOGUE_TOKEN)",
-        "404": "unknown or deleted listing",
-        "422": "invalid product id",
-        "503": WHY["503"],
-    },
-}
-
-
-def _live_listings(
-    schema: dict[str, Any], components: dict[str, Any], settings: Settings, app: FastAPI
-) -> None:
-    for method, operation in schema["paths"].get(PRODUCT_ROUTE, {}).items():
-        for code, why in PRODUCT_ERRORS.get(method, {}).items():
-            operation["responses"][code] = {**_error(code), "description": why}
-        if method == "put":
-            multipart = operation["requestBody"]["content"]["multipart/form-data"]
-            multipart["encoding"] = {"image": {"contentType": "image/jpeg, image/png, image/webp"}}
+def _product_form(components: dict[str, Any], settings: Settings, app: FastAPI) -> None:
+    """A live listing's form (serving/routers/products.py): its settings' limits."""
     form = components.get("ProductForm")
     if form is None:
         return

@@ -4,16 +4,16 @@ FastAPI parses the form into ``ListingForm`` (so the OpenAPI schema is generated
 through ``ListingRoute``, whose requests read the body chunk by chunk and refuse it (413)
 the moment it passes the size limit, so an oversized upload is never held whole, and parse
 it from memory (never spooled to a temporary file); nothing in it is unpickled. The
-model's validators give each bad field its message (422). What depends on the service's
-settings is checked by ``listing_query``: photos must be JPEG, PNG or WebP by their magic
-bytes (415), and their pixel count is checked from the header before any decoding, which
-stops decompression bombs (413); text length and ``k`` have configured limits (422).
+model's field types (pydantic) give each bad field its message (422). What depends on the
+service's settings is checked by ``listing_query``: photos must be JPEG, PNG or WebP as
+Pillow identifies them from the header (415), and their pixel count is checked from the
+header before any decoding, which stops decompression bombs (413); text length and ``k``
+have configured limits (422).
 """
 
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -22,13 +22,13 @@ from urllib.parse import parse_qsl
 from fastapi import File, HTTPException, Request, Response, UploadFile
 from fastapi.routing import APIRoute
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from serving.settings import Settings
 
-IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")  # Pillow format names: what a photo may be
 
 
 class StrictForm(BaseModel):
@@ -48,25 +48,38 @@ class StrictForm(BaseModel):
         return data
 
 
+def _blank_is_unsent(value: Any) -> Any:
+    """A form field's text, stripped; a blank one (an HTML form's empty input) is not sent."""
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
+def _a_file_part(value: Any) -> Any:
+    if isinstance(value, str):
+        if value:
+            raise ValueError("image must be a file part (multipart filename=...)")
+        return None
+    return value
+
+
+# Form fields arrive as strings: pydantic parses them (422 naming the field, e.g. "price:
+# Input should be greater than or equal to 0"); blank is the same as not sent.
+FormNumber = Annotated[
+    Annotated[float, Field(ge=0, allow_inf_nan=False)] | None, BeforeValidator(_blank_is_unsent)
+]
+FormInteger = Annotated[int | None, BeforeValidator(_blank_is_unsent)]
+FormPhoto = Annotated[UploadFile | None, BeforeValidator(_a_file_part)]
+
+
 class ListingForm(StrictForm):
     """A listing query: ``image`` and/or ``text``, plus options (strings, as forms send)."""
 
-    image: UploadFile | None = Field(None, description="JPEG, PNG or WebP photo")
+    image: FormPhoto = Field(None, description="JPEG, PNG or WebP photo")
     text: str | None = Field(None, description="title and/or description")
-    price: float | None = Field(None, description="GBP (predict)")
-    k: int | None = Field(None, description="results (similar) or top categories (predict)")
+    price: FormNumber = Field(None, description="GBP (predict)")
+    k: FormInteger = Field(None, description="results (similar) or top categories (predict)")
     category: str | None = Field(None, description="filter (similar)")
-    min_price: float | None = Field(None, description="filter (similar)")
-    max_price: float | None = Field(None, description="filter (similar)")
-
-    @field_validator("image", mode="before")
-    @classmethod
-    def _image_is_a_file(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value:
-                raise ValueError("image must be a file part (multipart filename=...)")
-            return None
-        return value
+    min_price: FormNumber = Field(None, description="filter (similar)")
+    max_price: FormNumber = Field(None, description="filter (similar)")
 
     @field_validator("text", mode="before")
     @classmethod
@@ -78,32 +91,9 @@ class ListingForm(StrictForm):
     @field_validator("category", mode="before")
     @classmethod
     def _category(cls, value: Any) -> Any:
-        return _field(value) or None
-
-    @field_validator("k", mode="before")
-    @classmethod
-    def _k_is_an_integer(cls, value: Any) -> Any:
-        value = _field(value)
-        if value is None or not value.strip():
-            return None
-        try:
-            return int(value)
-        except ValueError:
-            raise ValueError(f"k must be an integer, got {value[:20]!r}") from None
-
-    @field_validator("price", "min_price", "max_price", mode="before")
-    @classmethod
-    def _non_negative_number(cls, value: Any, info: Any) -> Any:
-        value = _field(value)
-        if value is None or value.strip() == "":
-            return None
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{info.field_name} must be a number, got {value[:40]!r}") from None
-        if not math.isfinite(number) or number < 0:
-            raise ValueError(f"{info.field_name} must be a finite number >= 0")
-        return number
+        if value is None or isinstance(value, str):
+            return value or None
+        raise ValueError("expected a form field, got a file")
 
     @model_validator(mode="after")
     def _a_query(self) -> ListingForm:
@@ -112,12 +102,6 @@ class ListingForm(StrictForm):
         if self.image is None and self.text is None:
             raise ValueError("send an 'image' file, a 'text' field, or both")
         return self
-
-
-def _field(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise ValueError("expected a form field, got a file")
 
 
 @dataclass(frozen=True)
@@ -133,27 +117,22 @@ class ListingQuery:
     max_price: float | None
 
 
-def sniff_image(data: bytes) -> str | None:
-    """The format by magic bytes, or ``None`` if it is none of JPEG, PNG, WebP."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
 def check_image(data: bytes, settings: Settings) -> bytes:
-    """Type and size checks that need no decoding; the model decodes (422 if corrupt)."""
+    """Type and size checks that need no decoding; the model decodes (422 if corrupt).
+
+    Pillow identifies the type from the header alone, limited to ``IMAGE_FORMATS`` (415 for
+    anything else; 422 where its own first-bytes check takes the file for one of them but
+    the header is damaged), and gives the pixel count before any pixel is decoded (413
+    above the limit: no decompression bomb is ever expanded)."""
     if not data:
         raise HTTPException(422, "the image is empty")
-    kind = sniff_image(data)
-    if kind is None:
-        raise HTTPException(415, "unsupported image type: send a JPEG, PNG or WebP photo")
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:  # the header only
             width, height = image.size
+    except Image.UnidentifiedImageError:
+        if _claims_a_photo_type(data):  # a JPEG/PNG/WebP whose header is damaged
+            raise HTTPException(422, "corrupt image: its header cannot be read") from None
+        raise HTTPException(415, "unsupported image type: send a JPEG, PNG or WebP photo") from None
     except Image.DecompressionBombError as exc:
         raise HTTPException(413, f"image too large: {exc}") from None
     except Exception as exc:
@@ -165,6 +144,17 @@ def check_image(data: bytes, settings: Settings) -> bytes:
             f"the limit is {settings.max_image_pixels:,}",
         )
     return data
+
+
+def _claims_a_photo_type(data: bytes) -> bool:
+    """Whether Pillow's own first-bytes check (each format plugin's ``accept``, as
+    ``Image.open`` runs it on the first 16 bytes) takes ``data`` for one of ``IMAGE_FORMATS``."""
+    Image.init()  # every plugin registered (Image.open registers WebP only on demand)
+    prefix = data[:16]
+    return any(
+        (accept := Image.OPEN[name][1]) is not None and bool(accept(prefix))
+        for name in IMAGE_FORMATS
+    )
 
 
 def check_k(k: int | None, settings: Settings) -> int:

@@ -5,10 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from serving.contract import ADMIN_ERRORS
 from serving.dependencies import HolderDep, require_admin
 from serving.schemas import ReloadResponse
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 
 @router.post(

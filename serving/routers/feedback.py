@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from serving.contract import error_responses
 from serving.dependencies import ModelDep
 from serving.watch import Watch
 
@@ -55,12 +56,18 @@ class FeedbackRequest(BaseModel):
     "/feedback",
     status_code=204,
     response_class=Response,
-    responses={
-        400: {"description": "the body is not JSON"},
-        404: {"description": "no logged answer has this request id"},
-        422: {"description": "unknown category, or neither field"},
-        503: {"description": "the prediction log is off, or its database is down"},
-    },
+    responses=error_responses(
+        400,
+        404,
+        422,
+        503,
+        why={
+            400: "the body is not JSON",
+            404: "no logged answer has this request id",
+            422: "unknown category, or neither field",
+            503: "the prediction log is off, or its database is down",
+        },
+    ),
 )
 async def feedback(body: FeedbackRequest, request: Request, market: ModelDep) -> Response:
     """Store feedback on a logged answer (durable when the 204 returns)."""

@@ -7,6 +7,7 @@ import datetime as dt
 from fastapi import APIRouter
 
 from marketplace.models.query import QUERY_KINDS, kind_slug
+from serving.contract import MODEL_ERRORS
 from serving.dependencies import ModelDep
 from serving.schemas import ModelResponse
 
@@ -25,7 +26,7 @@ def by_query_kind(metrics: dict[str, float], split: str = "test") -> dict[str, d
     return out
 
 
-@router.get("/model", response_model=ModelResponse)
+@router.get("/model", response_model=ModelResponse, responses=MODEL_ERRORS)
 async def model(market: ModelDep) -> ModelResponse:
     """Name, version, run, test metrics, index and model card of the loaded model."""
     info = market.info

@@ -8,17 +8,22 @@ from fastapi import APIRouter, Depends, Request
 
 from marketplace.inference import Listing
 from marketplace.models.query import query_kind
+from serving.contract import LISTING_ERRORS, PHOTO_PART
 from serving.dependencies import BatcherDep, ModelDep
 from serving.routers._common import call_model, model_errors, model_ref
 from serving.schemas import CategoryScore, EmbedResponse, PredictResponse
 from serving.uploads import ListingQuery, ListingRoute, listing_query
 from serving.watch import log_predict
 
-router = APIRouter(tags=["predict"], route_class=ListingRoute)
+router = APIRouter(
+    tags=["predict"],
+    route_class=ListingRoute,
+    responses=LISTING_ERRORS,
+)
 QueryDep = Annotated[ListingQuery, Depends(listing_query)]
 
 
-@router.post("/predict", response_model=PredictResponse)
+@router.post("/predict", response_model=PredictResponse, openapi_extra=PHOTO_PART)
 async def predict(
     form: QueryDep, market: ModelDep, batcher: BatcherDep, request: Request
 ) -> PredictResponse:
@@ -36,7 +41,7 @@ async def predict(
     )
 
 
-@router.post("/embed", response_model=EmbedResponse)
+@router.post("/embed", response_model=EmbedResponse, openapi_extra=PHOTO_PART)
 async def embed(form: QueryDep, market: ModelDep) -> EmbedResponse:
     """The listing's vector in the similar-products space (what /similar searches with)."""
     vector, kind = await call_model(market.embed, image=form.image, text=form.text)

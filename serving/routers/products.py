@@ -10,20 +10,20 @@ commit, with /predict's checks and errors (413, 415, 422).
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Path, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Path, Request, Response
 from pydantic import Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from marketplace.search.catalogue import DELETE, PUT
 from serving.catalogue import CatalogueDep, LiveDep, apply_own, require_catalogue_token
+from serving.contract import LISTING_ERRORS, PHOTO_PART, error_responses
 from serving.dependencies import ModelDep, SettingsDep
 from serving.routers._common import call_model, model_ref
 from serving.schemas import CategoryScore, ListingRecord, StoredListing
-from serving.uploads import ListingRoute, StrictForm, check_image
+from serving.uploads import FormNumber, FormPhoto, ListingRoute, StrictForm, check_image
 
 router = APIRouter(tags=["products"], route_class=ListingRoute)
 # Blank as the published contract's ``\S`` pattern (ECMA-262) sees it: Python's
@@ -37,10 +37,15 @@ ProductId = Annotated[
         description="letters, digits and . _ : - (at most 64)",
     ),
 ]
-WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or wrong bearer token (MARKETPLACE_CATALOGUE_TOKEN)"},
-    403: {"description": "listing changes are disabled (no MARKETPLACE_CATALOGUE_TOKEN)"},
-}
+WRITE_ERRORS = error_responses(
+    401,
+    403,
+    why={
+        401: "missing or wrong bearer token (MARKETPLACE_CATALOGUE_TOKEN)",
+        403: "listing changes are disabled (no MARKETPLACE_CATALOGUE_TOKEN)",
+    },
+)
+LISTING_ANSWERS = {404: "unknown or deleted listing", 422: "invalid product id"}
 
 
 class ProductForm(StrictForm):
@@ -48,12 +53,12 @@ class ProductForm(StrictForm):
 
     title: str = Field(description="the listing's title (required)")
     description: str | None = Field(None, description="the listing's description")
-    price: float | None = Field(None, description="GBP, >= 0")
+    price: FormNumber = Field(None, description="GBP, >= 0")
     location: str | None = Field(None, description="e.g. 'Leeds, West Yorkshire'")
     category: str | None = Field(
         None, description="root category; absent: the model's prediction is stored"
     )
-    image: UploadFile | None = Field(None, description="JPEG, PNG or WebP photo")
+    image: FormPhoto = Field(None, description="JPEG, PNG or WebP photo")
 
     @model_validator(mode="before")
     @classmethod
@@ -72,30 +77,6 @@ class ProductForm(StrictForm):
             return value  # characters Python counts as spaces and the contract does not
         return folded or None
 
-    @field_validator("price", mode="before")
-    @classmethod
-    def _price(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, str):
-            raise ValueError("price must be a form field, not a file")
-        if value is None or not value.strip():
-            return None
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"price must be a number, got {value[:40]!r}") from None
-        if not math.isfinite(number) or number < 0:
-            raise ValueError("price must be a finite number >= 0")
-        return number
-
-    @field_validator("image", mode="before")
-    @classmethod
-    def _image_is_a_file(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value:
-                raise ValueError("image must be a file part (multipart filename=...)")
-            return None
-        return value
-
 
 @router.put(
     "/products/{product_id}",
@@ -105,8 +86,10 @@ class ProductForm(StrictForm):
     responses={
         200: {"description": "an existing listing changed"},
         201: {"model": StoredListing, "description": "a new listing"},
+        **LISTING_ERRORS,
         **WRITE_ERRORS,
     },
+    openapi_extra=PHOTO_PART,
 )
 async def put_product(
     product_id: ProductId,
@@ -181,7 +164,7 @@ async def put_product(
     status_code=204,
     response_class=Response,
     dependencies=[Depends(require_catalogue_token)],
-    responses={404: {"description": "unknown (or already deleted) listing"}, **WRITE_ERRORS},
+    responses={**error_responses(404, 422, 503, why=LISTING_ANSWERS), **WRITE_ERRORS},
 )
 async def delete_product(
     product_id: ProductId, request: Request, live: LiveDep, catalogue: CatalogueDep
@@ -198,7 +181,7 @@ async def delete_product(
 @router.get(
     "/products/{product_id}",
     response_model=ListingRecord,
-    responses={404: {"description": "unknown or deleted listing"}},
+    responses=error_responses(404, 422, 503, why=LISTING_ANSWERS),
 )
 async def get_product(product_id: ProductId, live: LiveDep) -> ListingRecord:
     """The listing as served now: built by the pipeline or live."""

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from marketplace.inference import Filters, Marketplace
+from serving.contract import LISTING_ERRORS, PHOTO_PART, error_responses
 from serving.dependencies import ModelDep, SettingsDep
 from serving.routers._common import call_model, model_ref
 from serving.schemas import IndexRef, Product, SimilarResponse
@@ -26,7 +27,12 @@ def _response(market: Marketplace, results: list[dict], query: str) -> SimilarRe
     )
 
 
-@router.post("/similar", response_model=SimilarResponse)
+@router.post(
+    "/similar",
+    response_model=SimilarResponse,
+    responses=LISTING_ERRORS,
+    openapi_extra=PHOTO_PART,
+)
 async def similar(
     form: Annotated[ListingQuery, Depends(listing_query)], market: ModelDep, request: Request
 ) -> SimilarResponse:
@@ -42,7 +48,11 @@ async def similar(
     return _response(market, answer.results, answer.kind)
 
 
-@router.get("/products/{product_id}/similar", response_model=SimilarResponse)
+@router.get(
+    "/products/{product_id}/similar",
+    response_model=SimilarResponse,
+    responses=error_responses(404, 422, 503, why={404: "unknown product id"}),
+)
 async def more_like_this(
     product_id: str,
     market: ModelDep,

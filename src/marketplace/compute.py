@@ -22,6 +22,14 @@ BatchFunction = Callable[[list[Any]], Any]  # items -> ndarray [n, ...], dict of
 Runner = Callable[[Callable[..., BatchFunction], Sequence[Any]], Iterator[Any]]
 
 
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``items`` of ``size`` (the last may be shorter). Slices, not
+    copies into tuples (``itertools.batched``, Python 3.12): a NumPy array's batches stay
+    arrays (views) that index others."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def stream_batches(
     make: Callable[..., BatchFunction],
     items: Sequence[Any],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from marketplace.compute import chunks
 from marketplace.config import CleanTabularParams
 from marketplace.data.export import Issue
 from marketplace.data.images import ImageError, decode_image
@@ -178,11 +179,6 @@ def api_predictor(url: str, categories: Sequence[str], timeout: float = 60.0) ->
     return predict
 
 
-def _batches(items: Sequence[Query], size: int) -> Iterator[Sequence[Query]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 @dataclass
 class EvaluationReport:
     """Per-kind metrics, each query's prediction, and the issues met on the way."""
@@ -230,7 +226,7 @@ def evaluate(
     scored = []
     # A progress bar on a terminal (none in logs or CI: disable=None).
     with tqdm(total=len(queries.queries), unit="query", desc="scoring", disable=None) as bar:
-        for batch in _batches(queries.queries, MODEL_BATCH):
+        for batch in chunks(queries.queries, MODEL_BATCH):
             scored.append(predict(batch))
             bar.update(len(batch))
     probabilities = np.concatenate(scored)

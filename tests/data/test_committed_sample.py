@@ -21,6 +21,7 @@ def _out(dvc_file: Path) -> dict[str, object]:
     return {key: out[key] for key in ("md5", "size", "nfiles", "path")}
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_fresh_sample_matches_committed_data_dvc(tmp_path: Path) -> None:
     project = make_project_copy(tmp_path / "project")

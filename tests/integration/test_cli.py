@@ -13,7 +13,7 @@ import yaml
 from sample import generate_sample
 from tests.helpers import PROJECT_ROOT, make_project_copy, run, venv_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _module(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ import yaml
 from sample import generate_sample
 from tests.helpers import make_project_copy, run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 STAGES = (
     "clean_tabular",

@@ -27,7 +27,7 @@ from marketplace.search.export_live import main
 from sample import generate_sample
 from tests.helpers import PROJECT_ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def jpeg(colour: tuple[int, int, int]) -> bytes:

@@ -25,7 +25,7 @@ from pipeline import clean_images, clean_tabular, embed_images, embed_text, thum
 from sample import generate_sample
 from tests.helpers import PROJECT_ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ADDED, DELETED = 8, 3
 

@@ -1,6 +1,6 @@
 """The drift monitor, live evidence and model cards on a small real world.
 
-``tests/monitor_world.py`` trains a combined model on a synthetic catalogue with the real
+``tests/helpers/monitor.py`` trains a combined model on a synthetic catalogue with the real
 encoders and replays listings into prediction-log rows as serving writes them. At the
 default thresholds (params.yaml), a replay of val raises no alert and a synthetic shift
 (one category's listings only; grey photos) does, on 500 requests each.
@@ -27,7 +27,7 @@ from marketplace.promotion import PromotionRefusedError, promote
 from marketplace.registry import INDEX_TAG, log_trained
 from marketplace.tracking import setup_tracking
 from tests.helpers import PROJECT_ROOT
-from tests.monitor_world import (
+from tests.helpers.monitor import (
     World,
     build_world,
     grey_photos,
@@ -35,6 +35,8 @@ from tests.monitor_world import (
     one_category,
     val_replay,
 )
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 PARAMS = PROJECT_ROOT / "params.yaml"
 NAME = "marketplace-combined"  # registry.combined: what the monitor command watches

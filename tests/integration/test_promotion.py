@@ -12,6 +12,8 @@ from marketplace.config import PromoteParams
 from marketplace.promotion import PromotionRefusedError, promote, rollback
 from marketplace.registry import INDEX_TAG
 
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
 NAME = "gate-test"
 GATE = PromoteParams(alias="production", metric="test_accuracy", tolerance=0.01, require_index=True)
 

@@ -18,6 +18,8 @@ from marketplace.config import PromoteParams
 from marketplace.promotion import PromotionRefusedError, promote, shared_gate_rows
 from marketplace.registry import INDEX_TAG, OUTCOMES_ARTIFACT, OUTCOMES_TAG
 
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
 NAME = "shared-gate"
 GATE = PromoteParams(alias="production", metric="test_accuracy", tolerance=0.01, require_index=True)
 

@@ -18,7 +18,7 @@ import pytest
 from sample import generate_sample
 from tests.helpers import make_project_copy, run, running_api
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 CHANCE = 1 / 13
 KINDS = ("image", "text", "image_text")

@@ -35,10 +35,9 @@ from marketplace.ray_compute import runner
 from marketplace.training.distributed import fit_function
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT, ray_cluster
-from tests.unit.test_finetune import _image_spec, _photos
-from tests.unit.test_index import _index
+from tests.helpers.synthetic import colour_photos, image_spec, toy_index
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.ray]
 PARAMS = load_params(PROJECT_ROOT / "params.yaml")
 RAY = PARAMS.compute.model_copy(update={"backend": "ray", "batch_size": 3, "concurrency": 2})
 
@@ -134,7 +133,7 @@ def test_neighbour_lists_in_shards_on_ray_equal_the_local_ones(
 ) -> None:
     for key, value in cluster.items():
         monkeypatch.setenv(key, value)
-    index = _index("IVF4,Flat", n=40)
+    index = toy_index("IVF4,Flat", n=40)
     local = index.precompute_neighbours(5)
     remote = index.precompute_neighbours(5, runner(RAY.model_copy(update={"batch_size": 7})))
     assert remote.meta == local.meta
@@ -154,7 +153,7 @@ def test_vision_finetuning_on_ray_equals_one_process(
     (unequal shares of 2 workers), dropout 0 (each worker draws its own masks)."""
     for key, value in cluster.items():
         monkeypatch.setenv(key, value)
-    ids, labels = _photos(tmp_path / "images", 12)
+    ids, labels = colour_photos(tmp_path / "images", 12)
     listings = pd.DataFrame(
         {
             "product_id": [f"p{i:02d}" for i in range(12)],
@@ -166,7 +165,7 @@ def test_vision_finetuning_on_ray_equals_one_process(
         }
     )
     vectors = np.random.default_rng(0).normal(size=(12, 1280)).astype(np.float32)
-    images = EmbeddingSet(np.array(ids), vectors, _image_spec())
+    images = EmbeddingSet(np.array(ids), vectors, image_spec())
     products = listings["product_id"].tolist()
     splits = {"train": products[:8], "val": products[8:10], "test": products[10:]}
     vision = PARAMS.train.vision.model_copy(

@@ -18,7 +18,7 @@ from marketplace.data.schema import ROOT_CATEGORIES
 from marketplace.data.tabular import CleanedTables, clean_tables
 from tests.helpers import PROJECT_ROOT
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from marketplace.training.features import build_text_features, products_table
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 PER_CATEGORY = 24
 

@@ -115,10 +115,10 @@ def test_predict_through_the_api_matches_the_model(registry: Any, size: int) -> 
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
-    from tests.serving.test_api import _settings
+    from tests.helpers.tiny import serving_settings
 
     texts = ["oak dining table", "mountain bike", "iphone charger", "garden shed", "sofa"] * 2
-    settings = _settings(registry, predict_batch_size=size)
+    settings = serving_settings(registry, predict_batch_size=size)
     with TestClient(create_app(settings)) as client:
         market = client.app.state.holder.current  # type: ignore[attr-defined]
         expected = [market.predict(text=t)[0] for t in texts]

@@ -21,7 +21,9 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.helpers import api_process
-from tests.serving.conftest import Registry, photo
+from tests.helpers.tiny import Registry, photo
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 TOKEN = "catalogue-test-token"
 ADMIN = "catalogue-admin-token"

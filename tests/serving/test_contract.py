@@ -16,8 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import PROJECT_ROOT, running_api, venv_env
-from tests.serving.conftest import Registry
+from tests.helpers.tiny import Registry
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 TOKEN = "contract-token"
 # Every phase schemathesis has (examples, coverage: each boundary and invalid value of each

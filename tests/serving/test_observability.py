@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.app import create_app
 from serving.settings import Settings
-from tests.serving.conftest import Registry
+from tests.helpers.tiny import Registry
 
 
 @pytest.fixture(scope="module")

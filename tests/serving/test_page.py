@@ -15,7 +15,7 @@ from marketplace.inference import Marketplace
 from serving.app import create_app
 from serving.routers.page import STATIC_DIR
 from serving.settings import Settings
-from tests.serving.conftest import Registry
+from tests.helpers.tiny import Registry
 
 PAGE_BUDGET_BYTES = 100 * 1024  # the page and its assets (issue 14)
 

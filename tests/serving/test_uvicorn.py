@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.helpers import running_api
-from tests.serving.conftest import Registry
+from tests.helpers.tiny import Registry
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 
 def test_real_uvicorn_serves_the_production_model(registry: Registry) -> None:

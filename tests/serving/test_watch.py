@@ -32,7 +32,9 @@ from marketplace.inference import Listing, Marketplace
 from marketplace.mlops import log_schema
 from marketplace.mlops.prediction_log import vector_from_bytes
 from tests.helpers import api_process
-from tests.serving.conftest import Registry, photo
+from tests.helpers.tiny import Registry, photo
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 FLUSH_S = 1.0
 

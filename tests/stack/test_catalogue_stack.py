@@ -15,8 +15,10 @@ import psycopg2
 import pytest
 
 from tests.helpers import running_api
-from tests.serving.conftest import photo
-from tests.stack.conftest import Remote
+from tests.helpers.stack import Remote
+from tests.helpers.tiny import photo
+
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 TOKEN = "stack-catalogue-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

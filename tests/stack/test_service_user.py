@@ -17,15 +17,19 @@ import pytest
 
 import ops.stack
 from ops.stack import PG_SYSTEM_USER, Stack, _pg_bin
-from tests.stack.conftest import _runnable
+from tests.helpers.stack import runnable
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="drops to another user only as root")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.stack,
+    pytest.mark.skipif(os.geteuid() != 0, reason="drops to another user only as root"),
+]
 
 
 def test_postgres_starts_through_a_folder_only_others_may_traverse(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if reason := _runnable():
+    if reason := runnable():
         pytest.skip(reason)
     with tempfile.TemporaryDirectory(prefix="marketplace-o+x-") as folder:
         private = Path(folder)

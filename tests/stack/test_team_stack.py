@@ -20,8 +20,10 @@ import pytest
 from mlflow import MlflowClient
 
 from ops.stack import Stack
-from tests.helpers import PROJECT_ROOT, running_api
-from tests.stack.conftest import Remote
+from tests.helpers import running_api
+from tests.helpers.stack import Remote, register_one
+
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 TOKEN = "stack-admin-token"
 
@@ -122,41 +124,11 @@ def test_predictions_go_on_while_the_registry_is_down(api: str, remote: Remote) 
     assert reloaded.json()["reloaded"] and reloaded.json()["version"] == "1"
 
 
-def _register_one(i: int, uri: str, start_at: float) -> tuple[str, str]:
-    """One writer (a forked process): a run with an artifact, then a registered version."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.request_utils import _cached_get_request_session
-
-    from marketplace.tracking import setup_tracking
-
-    _cached_get_request_session.cache_clear()  # no HTTP connection shared with the parent
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    time.sleep(max(0.0, start_at - time.time()))  # every process writes at the same moment
-    # The pipeline's own set-up: all 20 race to create the experiment.
-    setup_tracking(PROJECT_ROOT, experiment="concurrency")
-    with mlflow.start_run(run_name=f"writer-{i}") as run:
-        mlflow.log_param("writer", i)
-        mlflow.log_text(f"payload {i}", "payload/model.txt")
-    client = MlflowClient(uri, uri)
-    try:
-        client.create_registered_model("concurrency")
-    except MlflowException as exc:  # another writer created it first
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    version = client.create_model_version(
-        "concurrency", f"runs:/{run.info.run_id}/payload", run_id=run.info.run_id
-    )
-    return run.info.run_id, str(version.version)
-
-
 def test_twenty_concurrent_registrations_lose_nothing(stack: Stack, tmp_path: Path) -> None:
     # Forked from this process (mlflow already imported), so all 20 start in a second.
     start_at = time.time() + 2
     with multiprocessing.get_context("fork").Pool(20) as pool:
-        results = pool.starmap(
-            _register_one, [(i, stack.tracking_uri, start_at) for i in range(20)]
-        )
+        results = pool.starmap(register_one, [(i, stack.tracking_uri, start_at) for i in range(20)])
     reported = dict(results)
     assert len(reported) == 20
     client = MlflowClient(stack.tracking_uri)
@@ -240,7 +212,7 @@ def test_s3_down_during_log_model_registers_nothing(
 ) -> None:
     """The artifact store fails mid-stage: a clear error, and no version without artifacts."""
     from marketplace.errors import StageError
-    from tests.serving.conftest import _register
+    from tests.helpers.tiny import register
 
     client = MlflowClient(remote.stack.tracking_uri)
     before = {v.version for v in client.search_model_versions(f"name = '{remote.name}'")}
@@ -249,7 +221,7 @@ def test_s3_down_during_log_model_registers_nothing(
     remote.stack.stop_service("s3")
     try:
         with pytest.raises(StageError, match="no version of test-combined was registered"):
-            _register(remote.workdir, remote.listings, splits, images, texts, seed=7, index=False)
+            register(remote.workdir, remote.listings, splits, images, texts, seed=7, index=False)
     finally:
         remote.stack.start("s3")
     after = {v.version for v in client.search_model_versions(f"name = '{remote.name}'")}
@@ -262,11 +234,11 @@ def test_a_postgres_restart_during_a_training_run_loses_nothing(
     """PostgreSQL restarts after a stage has started its run and trained, just before it
     logs the model: the server's pool re-connects (pre-ping) and MLflow's bounded request
     retries carry the stage through; the version it registers is READY, with its files."""
-    import tests.serving.conftest as serving
+    import tests.helpers.tiny as tiny
 
     client = MlflowClient(remote.stack.tracking_uri)
     before = {v.version for v in client.search_model_versions(f"name = '{remote.name}'")}
-    log_and_register = serving.log_and_register
+    log_and_register = tiny.log_and_register
     postgres = remote.stack.state["postgres"]["pid"]
 
     def restart_then_log(*args, **kwargs):
@@ -274,9 +246,9 @@ def test_a_postgres_restart_during_a_training_run_loses_nothing(
         remote.stack.start("postgres")
         return log_and_register(*args, **kwargs)
 
-    monkeypatch.setattr(serving, "log_and_register", restart_then_log)
+    monkeypatch.setattr(tiny, "log_and_register", restart_then_log)
     splits, images, texts = remote.inputs
-    version = serving._register(
+    version = tiny.register(
         remote.workdir, remote.listings, splits, images, texts, seed=11, index=False
     )
     assert remote.stack.state["postgres"]["pid"] != postgres  # it did restart

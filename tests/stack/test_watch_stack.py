@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import httpx
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from marketplace.core import db
 from marketplace.mlops import log_schema
 from tests.helpers import running_api
-from tests.stack.conftest import Remote
+from tests.helpers.stack import Remote
+
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 
 def test_answers_and_feedback_are_logged_in_postgres(remote: Remote) -> None:

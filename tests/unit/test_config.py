@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from marketplace.config import ConfigError, load_params, params_from_dict
 from tests.helpers import PROJECT_ROOT
-
-BASE: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-
-
-def _with(path: str, value: Any) -> dict[str, Any]:
-    data = copy.deepcopy(BASE)
-    *parents, leaf = path.split(".")
-    node = data
-    for key in parents:
-        node = node[key]
-    if value is _DELETE:
-        del node[leaf]
-    else:
-        node[leaf] = value
-    return data
-
-
-_DELETE = object()
+from tests.helpers.synthetic import DELETE, params_with
 
 
 def test_project_params_load() -> None:
@@ -46,8 +27,8 @@ def test_project_params_load() -> None:
     [
         ("clean_images.sise", 512, "clean_images.sise: unknown key"),
         ("bogus_stage", {}, "bogus_stage: unknown key"),
-        ("clean_images.size", _DELETE, "clean_images.size: missing key"),
-        ("split", _DELETE, "split: missing key"),
+        ("clean_images.size", DELETE, "clean_images.size: missing key"),
+        ("split", DELETE, "split: missing key"),
         ("clean_images.size", "big", "clean_images.size: Input should be a valid integer"),
         ("clean_images.size", 5.5, "clean_images.size: Input should be a valid integer"),
         ("clean_images.size", True, "clean_images.size: Input should be a valid integer"),
@@ -62,7 +43,7 @@ def test_project_params_load() -> None:
         ("train.vision.finetune_lr", 0, "train.vision.finetune_lr: .* greater than 0"),
         ("train.text.finetune_layers", 1.5, "train.text.finetune_layers: .* valid integer"),
         ("train.text.finetune_epochs", 0, "greater than or equal to 1"),
-        ("train.text.finetune_layers", _DELETE, "train.text.finetune_layers: missing key"),
+        ("train.text.finetune_layers", DELETE, "train.text.finetune_layers: missing key"),
         ("train.combined.dropout", 1.0, r"train.combined.dropout: Input should be less than 1"),
         ("embed_images.encoder", "vgg16", "embed_images.encoder: Input should be 'efficientnet"),
         ("index.factory", "IVF0,Flat", "index.factory: String should match pattern"),
@@ -74,11 +55,11 @@ def test_project_params_load() -> None:
 )
 def test_schema_violations_name_the_key(path: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        params_from_dict(_with(path, value))
+        params_from_dict(params_with(path, value))
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    data = _with("clean_images.sise", 1)
+    data = params_with("clean_images.sise", 1)
     data["split"]["seed"] = "42"
     with pytest.raises(ConfigError, match=r"clean_images.sise: unknown key; split.seed: "):
         params_from_dict(data)
@@ -98,7 +79,7 @@ def test_reading_params_does_not_import_torch() -> None:
 
 
 def test_int_is_accepted_where_a_float_is_expected() -> None:
-    params = params_from_dict(_with("clean_tabular.price_max", 500))
+    params = params_from_dict(params_with("clean_tabular.price_max", 500))
     assert params.clean_tabular.price_max == 500.0
     assert isinstance(params.clean_tabular.price_max, float)
 

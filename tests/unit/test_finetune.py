@@ -20,7 +20,7 @@ from marketplace.config import load_params
 from marketplace.data.labels import LabelMap
 from marketplace.models.classifier import ClassifierPackage, ListingClassifier
 from marketplace.models.embedding import EmbeddingSet
-from marketplace.models.encoders import LITE_MEAN, LITE_STD, ImageEncoder, TextEncoder
+from marketplace.models.encoders import ImageEncoder, TextEncoder
 from marketplace.models.heads import MLPHead, TextClassifier
 from marketplace.models.tfidf import HashedTfidf, TfidfConfig
 from marketplace.training.features import SplitData
@@ -28,39 +28,9 @@ from marketplace.training.finetune import IMAGE_PREFIX, TEXT_PREFIX, finetune_te
 from marketplace.training.loop import predict_proba
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT
+from tests.helpers.synthetic import COLOURS, SIZE, colour_photos, image_spec
 
 PARAMS = load_params(PROJECT_ROOT / "params.yaml").train
-SIZE = 32  # encoder input side: tiny, so a step is milliseconds
-COLOURS = [(200, 40, 40), (40, 40, 200)]
-
-
-def _image_spec(bf16: bool = False) -> dict:
-    return {
-        "kind": "image",
-        "encoder": "efficientnet_lite0",
-        "dim": 1280,
-        "canvas_size": SIZE,
-        "image_size": SIZE,
-        "mean": list(LITE_MEAN),
-        "std": list(LITE_STD),
-        "bf16": bf16,
-    }
-
-
-def _photos(folder: Path, n: int) -> tuple[list[str], torch.Tensor]:
-    """``n`` canvases: class = colour, with some noise so that crops differ."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    ids, labels = [], []
-    for i in range(n):
-        label = i % 2
-        pixels = np.clip(
-            np.array(COLOURS[label]) + rng.normal(0, 25, (SIZE, SIZE, 3)), 0, 255
-        ).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{i}.jpg", quality=95)
-        ids.append(f"img{i}")
-        labels.append(label)
-    return ids, torch.tensor(labels)
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -79,7 +49,7 @@ def lite0() -> ImageEncoder:
 def test_vision_finetuning_trains_only_the_top_and_serves_the_same(
     lite0: ImageEncoder, tmp_path: Path
 ) -> None:
-    ids, labels = _photos(tmp_path / "images", 8)
+    ids, labels = colour_photos(tmp_path / "images", 8)
     part = SplitData([torch.zeros(8, 1280)], labels, ids)
     data = {"train": part, "val": part, "test": part}
     torch.manual_seed(0)
@@ -95,9 +65,7 @@ def test_vision_finetuning_trains_only_the_top_and_serves_the_same(
         }
     )
     encoder_before = _state(lite0)
-    tuned = finetune_vision(
-        head, data, tmp_path / "images", _image_spec(), params, 0, encoder=lite0
-    )
+    tuned = finetune_vision(head, data, tmp_path / "images", image_spec(), params, 0, encoder=lite0)
     pixels = tuned.inputs["train"][0]
     assert pixels.dtype == torch.uint8 and pixels.shape == (8, 3, SIZE, SIZE)
 
@@ -117,7 +85,7 @@ def test_vision_finetuning_trains_only_the_top_and_serves_the_same(
         architecture="MLPHead",
         arguments={"in_dim": 1280, "num_classes": 2, "hidden_dim": 16, "dropout": 0.0},
         head=head.eval(),
-        image_spec={**_image_spec(), "finetuned": tuned.spec()},
+        image_spec={**image_spec(), "finetuned": tuned.spec()},
         text_spec=None,
         tfidf=None,
         prices=None,
@@ -173,7 +141,7 @@ def test_package_round_trips_encoder_overrides(lite0: ImageEncoder, tmp_path: Pa
         IMAGE_PREFIX + k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
         for k, v in lite0.stage_state(1).items()
     }
-    spec = {**_image_spec(bf16=True), "finetuned": {"stages": 1, "tensors": len(overrides)}}
+    spec = {**image_spec(bf16=True), "finetuned": {"stages": 1, "tensors": len(overrides)}}
     package = ClassifierPackage(
         kind="vision",
         label_map=LabelMap(("A", "B", "C")),
@@ -211,7 +179,7 @@ def test_bad_encoder_overrides_are_refused(tmp_path: Path) -> None:
         architecture="MLPHead",
         arguments={"in_dim": 1280, "num_classes": 2, "hidden_dim": 0},
         head=MLPHead(1280, 2, hidden_dim=0),
-        image_spec=_image_spec(),
+        image_spec=image_spec(),
         text_spec=None,
         tfidf=None,
         prices=None,

@@ -6,55 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from marketplace.index import (
-    INDEX_FORMAT,
-    IndexMeta,
     IndexMismatchError,
     ProductIndex,
-    catalogue_vectors,
     query_vector,
 )
 from marketplace.indexing import build_faiss, precision_at_k, tune_text_weight
-
-HALF = 8
-
-
-def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = rng.normal(size=(n, HALF)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _index(
-    factory: str = "Flat", n: int = 60, text_noise: float = 0.3, image_noise: float = 0.3
-) -> ProductIndex:
-    """Three well-separated categories; every fourth product has no photo."""
-    rng = np.random.default_rng(0)
-    centres_t, centres_i = _unit(rng, 3) * 4, _unit(rng, 3) * 4
-    labels = np.arange(n) % 3
-    text = centres_t[labels] + rng.normal(size=(n, HALF)).astype(np.float32) * text_noise
-    image = centres_i[labels] + rng.normal(size=(n, HALF)).astype(np.float32) * image_noise
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    image /= np.linalg.norm(image, axis=1, keepdims=True)
-    has_image = (np.arange(n) % 4 != 0).astype(np.float32)
-    vectors = catalogue_vectors(text, image, has_image)
-    products = pd.DataFrame(
-        {
-            "product_id": [f"p{i}" for i in range(n)],
-            "title": [f"item {i}" for i in range(n)],
-            "price": [float(i) if i % 7 else np.nan for i in range(n)],
-            "category": [f"c{label}" for label in labels],
-            "location": ["Leeds"] * n,
-            "image_id": pd.array([f"i{i}" if has_image[i] else None for i in range(n)], "string"),
-        }
-    )
-    meta = IndexMeta(
-        INDEX_FORMAT, "m", "3", "abc", {}, {}, factory, 8, 32, 2 * HALF, n, int(has_image.sum()),
-        "test",
-    )  # fmt: skip
-    return ProductIndex(build_faiss(vectors, factory), products, meta)
+from tests.helpers.synthetic import HALF, toy_index
 
 
 def test_query_vectors_live_in_their_half() -> None:
@@ -71,7 +31,7 @@ def test_query_vectors_live_in_their_half() -> None:
 
 
 def test_product_query_weights_only_products_with_a_photo() -> None:
-    index = _index().with_text_weight(0.7)
+    index = toy_index().with_text_weight(0.7)
     with_photo, without = index.vector(1), index.vector(0)  # every fourth has no photo
     assert np.allclose(index.product_query(1)[:HALF], 0.7 * with_photo[:HALF])
     assert np.allclose(index.product_query(1)[HALF:], 0.3 * with_photo[HALF:])
@@ -79,7 +39,7 @@ def test_product_query_weights_only_products_with_a_photo() -> None:
 
 
 def test_scores_are_per_modality_cosines() -> None:
-    index = _index()
+    index = toy_index()
     stored = index.vector(1)
     hits = index.search(query_vector(stored[:HALF], None, HALF), 1)
     assert hits[0] == (1, pytest.approx(1.0, abs=1e-5))  # text query: cosine with itself
@@ -88,7 +48,7 @@ def test_scores_are_per_modality_cosines() -> None:
 
 
 def test_filters_and_exclusion() -> None:
-    index = _index()
+    index = toy_index()
     query = index.product_query(5)
     hits = index.search(query, 10, exclude=5)
     assert len(hits) == 10 and 5 not in [p for p, _ in hits]
@@ -105,7 +65,7 @@ def test_filters_and_exclusion() -> None:
     "factory", ["Flat", "IVF4,Flat", "HNSW8", "IVF4,SQ8", "IVF4,PQ8x4", "OPQ8,IVF4,PQ8x4"]
 )
 def test_every_factory_finds_the_same_category(factory: str) -> None:
-    index = _index(factory, n=300 if factory.startswith("OPQ") else 60)  # OPQ: 256 codes
+    index = toy_index(factory, n=300 if factory.startswith("OPQ") else 60)  # OPQ: 256 codes
     precision, used = precision_at_k(index, list(range(60)), 5, "text")
     assert used == 60 and precision > 0.95
     precision, used = precision_at_k(index, list(range(60)), 5, "image")
@@ -118,7 +78,7 @@ def test_ivf_needs_enough_vectors() -> None:
 
 
 def test_round_trip_and_refusing_another_model(tmp_path: Path) -> None:
-    index = _index()
+    index = toy_index()
     index.save(tmp_path)
     loaded = ProductIndex.load(tmp_path, model_version="3", package_sha="abc")
     assert len(loaded) == len(index) and loaded.record(1) == index.record(1)
@@ -131,7 +91,7 @@ def test_round_trip_and_refusing_another_model(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW8", "IVF4,SQ8"])
 def test_precomputed_neighbours_are_the_search_results(factory: str, tmp_path: Path) -> None:
-    index = _index(factory).with_text_weight(0.6).precompute_neighbours(12)
+    index = toy_index(factory).with_text_weight(0.6).precompute_neighbours(12)
     assert index.meta.neighbours == 12
     for position in range(len(index)):
         searched = index.search(index.product_query(position), 12, exclude=position)
@@ -147,7 +107,7 @@ def test_precomputed_neighbours_are_the_search_results(factory: str, tmp_path: P
 
 
 def test_an_index_without_the_newer_fields_still_loads(tmp_path: Path) -> None:
-    index = _index()
+    index = toy_index()
     index.save(tmp_path)
     raw = json.loads((tmp_path / "index.json").read_text())
     del raw["text_weight"], raw["neighbours"]
@@ -158,7 +118,7 @@ def test_an_index_without_the_newer_fields_still_loads(tmp_path: Path) -> None:
 
 
 def test_text_weight_is_chosen_by_precision_on_the_given_products() -> None:
-    index = _index(text_noise=2.0, image_noise=10.0)  # the photos are mostly noise
+    index = toy_index(text_noise=2.0, image_noise=10.0)  # the photos are mostly noise
     ids = [f"p{i}" for i in range(60)]
     tuned, figures = tune_text_weight(index, ids, 5, [0.5, 0.9])
     precision = {
@@ -174,7 +134,7 @@ def test_text_weight_is_chosen_by_precision_on_the_given_products() -> None:
 
 @pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat"])
 def test_search_many_is_search_per_query(factory: str) -> None:
-    index = _index(factory)
+    index = toy_index(factory)
     positions = [0, 5, 9, 30]
     queries = np.stack([index.product_query(p) for p in positions])
     mask = index.allowed(require_image=True)

@@ -19,7 +19,7 @@ from marketplace.thumbnails import (
     make_thumbnail,
     thumbnail_metrics,
 )
-from tests.unit.test_config import _with
+from tests.helpers.synthetic import params_with
 
 
 def _canvas(path: Path, photo: tuple[int, int], colour: tuple[int, int, int]) -> Path:
@@ -110,14 +110,14 @@ def test_an_index_without_thumbnails_loads_as_none_and_a_damaged_one_is_refused(
 def test_catalogue_thumbnails_follow_the_index_params(tmp_path: Path) -> None:
     _canvas(tmp_path / "i1.jpg", (200, 100), (10, 10, 200))
     products = pd.DataFrame({"image_ids": [["i1"], []]}, index=pd.Index(["p1", "p2"]))
-    params = params_from_dict(_with("index.thumbnail_size", 40)).index
+    params = params_from_dict(params_with("index.thumbnail_size", 40)).index
     built = catalogue_thumbnails(products["image_ids"], tmp_path, params, workers=1)
     assert built is not None and list(built.offsets) == ["p1"] and built.size == 40
     assert (
         catalogue_thumbnails(
             products["image_ids"],
             tmp_path,
-            params_from_dict(_with("index.thumbnail_size", 0)).index,
+            params_from_dict(params_with("index.thumbnail_size", 0)).index,
         )
         is None
     )
@@ -142,4 +142,4 @@ def test_catalogue_thumbnails_follow_the_index_params(tmp_path: Path) -> None:
 )
 def test_thumbnail_params_are_checked(key: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        params_from_dict(_with(key, value))
+        params_from_dict(params_with(key, value))

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from marketplace.compute import Runner, stream_batches
+from marketplace.compute import Runner, chunks, stream_batches
 from marketplace.config import EmbedImagesParams, EmbedTextParams
 from marketplace.io import RowBlocks, file_sha256, text_sha256, write_npz
 from marketplace.models.encoders import ImageEncoder, TextEncoder, image_backbone
@@ -180,11 +180,6 @@ def _incremental(
     return EmbeddingStream(ids, merged(), spec, key_array, len(rows) - len(todo), len(todo))
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 @functools.cache
 def bf16_native() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN reports it.
@@ -233,7 +228,7 @@ def embed_image_files(
         encoder.to(memory_format=torch.channels_last)
     out = np.zeros((len(paths), encoder.embedding_dim), dtype=np.float32)
     with tqdm(total=len(paths), desc="embed images", unit="img", disable=not progress) as bar:
-        for start, batch in zip(itertools.count(0, batch_size), _batches(paths, batch_size)):
+        for start, batch in zip(itertools.count(0, batch_size), chunks(paths, batch_size)):
             pixels = torch.stack([preprocessing.from_file(p) for p in batch])
             if channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
@@ -263,7 +258,7 @@ def embed_texts(
     out = np.zeros((len(texts), encoder.embedding_dim), dtype=np.float32)
     bar = tqdm(total=len(texts), desc="embed text", unit="text", disable=not progress)
     with bar:
-        for rows in _batches(order, batch_size):
+        for rows in chunks(order, batch_size):
             with inference_context(bf16):
                 out[rows] = encoder.encode([texts[i] for i in rows]).float().numpy()
             bar.update(len(rows))

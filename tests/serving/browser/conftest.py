@@ -11,33 +11,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import running_api
-from tests.serving.conftest import Registry
-
-CHROMIUM_ENV = "MARKETPLACE_CHROMIUM"  # another Chromium binary than Debian's
-MAX_UPLOAD_BYTES = 256 * 1024  # small, so that a 413 is cheap to provoke
-CATALOGUE_TOKEN = "seller-test-token"  # the API under test accepts listing changes with it
-
-
-def chromium_path() -> str | None:
-    configured = os.environ.get(CHROMIUM_ENV)
-    if configured:
-        return configured if os.access(configured, os.X_OK) else None
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@dataclass(frozen=True)
-class Api:
-    base: str
-    registry: Registry
+from tests.helpers.browser import (
+    CATALOGUE_TOKEN,
+    CHROMIUM_ENV,
+    MAX_UPLOAD_BYTES,
+    Api,
+    chromium_path,
+)
+from tests.helpers.tiny import Registry
 
 
 @pytest.fixture(scope="module")

@@ -30,19 +30,12 @@ from marketplace.mlops.reference import Reference, build_reference
 from marketplace.models.classifier import ListingClassifier
 from marketplace.models.embedding import (
     EmbeddingSet,
-    embed_image_files,
-    embed_texts,
-    image_spec,
-    text_spec,
 )
-from marketplace.models.encoders import ImageEncoder, TextEncoder
 from marketplace.models.query import query_kind
-from marketplace.models.tfidf import TfidfConfig
-from marketplace.preprocessing import ImagePreprocessing, listing_text
-from marketplace.training.features import build_text_features, products_table
-from marketplace.training.train import TrainedModel, train_classifier
+from marketplace.preprocessing import listing_text
+from marketplace.training.train import TrainedModel
 from tests.helpers import PROJECT_ROOT
-from tests.serving.conftest import WORDS
+from tests.helpers.tiny import WORDS, embeddings, listing, train_combined
 
 CANVAS = 96
 IMAGE_SIZE = 64
@@ -133,7 +126,7 @@ def build_world(root: Path, *, per_category: int = 40, seed: int = 0) -> World:
     images_dir = root / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     rows, photos = [], {}
-    for label, category in enumerate(WORDS):
+    for label in range(len(WORDS)):
         for i in range(per_category):
             n = label * per_category + i
             image_id = f"img{n:04d}" if rng.random() < 0.8 else None
@@ -141,20 +134,8 @@ def build_world(root: Path, *, per_category: int = 40, seed: int = 0) -> World:
                 photos[image_id] = _photo(label, rng)
                 clean_image(photos[image_id], CANVAS).save(images_dir / f"{image_id}.jpg")
             title, description = _text(label, rng)
-            rows.append(
-                {
-                    "product_id": f"p{n:04d}",
-                    "title": title,
-                    "description": description,
-                    "price": float(rng.integers(5, 500)) if rng.random() < 0.9 else None,
-                    "location": "Leeds, West Yorkshire",
-                    "root_category": category,
-                    "label": label,
-                    "image_id": image_id,
-                    "image_ref": image_id,
-                    "image_created": None,
-                }
-            )
+            price = float(rng.integers(5, 500)) if rng.random() < 0.9 else None
+            rows.append(listing(f"p{n:04d}", title, description, price, label, image_id))
     listings = pd.DataFrame(rows)
     order = rng.permutation(len(listings))
     ids = listings["product_id"].to_numpy()[order].tolist()
@@ -168,46 +149,10 @@ def build_world(root: Path, *, per_category: int = 40, seed: int = 0) -> World:
     }
 
     params = load_params(PROJECT_ROOT / "params.yaml")
-    image_params = params.embed_images.model_copy(update={"image_size": IMAGE_SIZE, "bf16": False})
-    spec = image_spec(image_params, CANVAS)
-    paths = sorted(images_dir.glob("*.jpg"))
-    vectors = embed_image_files(
-        ImageEncoder(image_params.encoder),
-        ImagePreprocessing(CANVAS, IMAGE_SIZE, tuple(spec["mean"]), tuple(spec["std"])),
-        paths,
-        channels_last=False,
-        progress=False,
-    )
-    images = EmbeddingSet(np.array([p.stem for p in paths]), vectors, spec)
-    text_params = params.embed_text.model_copy(update={"max_tokens": 32})
-    encoder = TextEncoder(text_params.encoder, max_tokens=32)
-    texts = EmbeddingSet(
-        listings["product_id"].to_numpy(str),
-        embed_texts(
-            encoder,
-            [
-                listing_text(t, d)
-                for t, d in zip(listings["title"], listings["description"], strict=True)
-            ],
-            progress=False,
-        ),
-        text_spec(text_params, encoder.embedding_dim),
-    )
-    combined = params.train.combined.model_copy(update={"hidden_dim": 64, "epochs": 40})
-    train_params = params.train.model_copy(update={"seed": seed, "combined": combined})
+    images, texts = embeddings(listings, images_dir, image_size=IMAGE_SIZE, canvas=CANVAS)
     label_map = LabelMap(tuple(WORDS))
-    features = build_text_features(
-        products_table(listings), TfidfConfig(word_buckets=1024, char_buckets=1024), splits
-    )
-    trained = train_classifier(
-        "combined",
-        listings,
-        splits,
-        label_map,
-        train_params,
-        images=images,
-        texts=texts,
-        text_features=features,
+    trained = train_combined(
+        params, listings, splits, images, texts, seed=seed, hidden_dim=64, epochs=40, buckets=1024
     )
     reference = build_reference(
         "combined",

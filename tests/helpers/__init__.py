@@ -1,8 +1,17 @@
-"""Helpers shared by the integration tests and the benchmarks: a scratch copy of the project.
+"""Every helper the tests (and benchmarks) share: no test module imports another's.
 
-A scratch copy is a fresh git + DVC repository holding this project's pipeline definition
-(dvc.yaml, params.yaml) and code, so `dvc repro` can run on any data without touching the
-working tree's data/ or outputs/.
+Here: a scratch copy of the project (a fresh git + DVC repository holding this project's
+pipeline definition and code, so `dvc repro` can run on any data without touching the
+working tree's data/ or outputs/), running a command in it, and a real API process on a
+free port. By concern:
+
+- ``tests.helpers.tiny``: the tiny synthetic catalogue, its embeddings and model, the
+  serving tests' registry (``Registry``, ``photo``, ``register``, ``serving_settings``);
+- ``tests.helpers.monitor``: the drift monitor's world and replay;
+- ``tests.helpers.stack``: the team stack's (can it run here, the model registered in it);
+- ``tests.helpers.browser``: Chromium and the API the browser tests drive;
+- ``tests.helpers.synthetic``: small unit-test inputs (params with one key changed, colour
+  canvases, a toy product index).
 """
 
 from __future__ import annotations
@@ -11,7 +20,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +28,9 @@ from pathlib import Path
 
 import httpx
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from ops.stack import free_port  # one free-port helper for the stack, tests and benches
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "MLproject")
 PROJECT_DIRS = ("pipeline", "sample", "src")
 
@@ -62,13 +72,6 @@ def make_project_copy(root: Path) -> Path:
     run(["dvc", "init", "-q"], root)
     run(["dvc", "config", "core.analytics", "false"], root)
     return root
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
