@@ -29,13 +29,13 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
 
 demo: venv ## Main job on the built-in sample: generate it (if data/ is absent), dvc repro
-	@if [ ! -d data ]; then $(PY) -m pipeline.sample --out data; fi
+	@if [ ! -d data ]; then $(PY) -m marketplace.data.sample --out data; fi
 	dvc add --quiet data
 	dvc repro
 	dvc metrics show metrics/train_vision.json metrics/train_text.json \
 		metrics/train_combined.json metrics/baselines.json metrics/index.json
 	@# Promote through the gate; a refusal leaves production as it was (and is not an error).
-	$(PY) -m pipeline.promote || echo "promotion refused: production unchanged"
+	$(PY) -m marketplace.mlops.promotion || echo "promotion refused: production unchanged"
 	@echo "--- example query: a text, against models:/marketplace-combined@production"
 	$(PY) -m marketplace.inference --text "Wooden dining table with four chairs" --price 80 -k 3
 	@echo "--- serve it: make serve, then e.g."
@@ -83,17 +83,17 @@ serve: venv ## The API on http://127.0.0.1:8000 (models:/marketplace-combined@pr
 	$(PY) -m serving --host 127.0.0.1 --port 8000
 
 promote: venv ## Move the production alias to the newest combined version, through the gate
-	$(PY) -m pipeline.promote $(if $(VERSION),--version $(VERSION)) $(if $(FORCE),--force)
+	$(PY) -m marketplace.mlops.promotion $(if $(VERSION),--version $(VERSION)) $(if $(FORCE),--force)
 
 evaluate: venv ## Score an export per query kind: FROM=path [MODEL=models:/...] or [URL=http://...]
 	@test -n "$(FROM)" || { echo "usage: make evaluate FROM=path/to/export [MODEL=models:/name@alias | URL=http://host:port]"; exit 2; }
-	$(PY) -m pipeline.evaluate --from "$(FROM)" $(if $(MODEL),--model "$(MODEL)") $(if $(URL),--url "$(URL)")
+	$(PY) -m marketplace.mlops.evaluation --from "$(FROM)" $(if $(MODEL),--model "$(MODEL)") $(if $(URL),--url "$(URL)")
 
 monitor: venv ## Drift monitor: production's logged answers vs its training reference (exit 1 on an alert)
 	$(PY) -m marketplace.mlops.monitor $(if $(VERSION),--version $(VERSION)) $(if $(HOURS),--hours $(HOURS))
 
 rollback: venv ## Move the production alias back to the previous production version
-	$(PY) -m pipeline.promote --rollback
+	$(PY) -m marketplace.mlops.promotion --rollback
 
 ui: venv ## MLflow UI on http://127.0.0.1:5000 over the project's tracking store (prints where the training runs are)
 	$(PY) -m marketplace.mlops.ui --host 127.0.0.1 --port 5000

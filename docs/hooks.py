@@ -4,7 +4,7 @@ Nothing in ``docs/reference/`` is written by hand, so it cannot drift from the c
 build runs one child process (``python docs/hooks.py collect OUT``, with the work tree's
 ``src/`` and root first on ``PYTHONPATH``) that reads
 
-- every ``params.yaml`` key: its pydantic model in ``marketplace.config`` (type and bounds
+- every ``params.yaml`` key: its pydantic model in ``marketplace.core.config`` (type and bounds
   from the JSON schema, the comment beside the field), its value and comment in
   ``params.yaml`` (ruamel.yaml keeps comments) and the DVC stages that list it;
 - the HTTP API: ``serving.app.create_app().openapi()``, without the lifespan, so no model
@@ -104,7 +104,7 @@ def _params() -> dict[str, Any]:
     """Every params.yaml key: schema, value, comments; sections with their YAML text."""
     from ruamel.yaml import YAML
 
-    import marketplace.config as config
+    import marketplace.core.config as config
 
     text = (ROOT / "params.yaml").read_text(encoding="utf-8")
     data = YAML().load(text)
@@ -491,7 +491,7 @@ def render_params(data: dict[str, Any], dvc: dict[str, Any]) -> str:
         "# `params.yaml`",
         "",
         "Every tunable of the pipeline, generated at build time from its typed model "
-        "(`marketplace.config`, pydantic) and from `params.yaml` itself. The file is "
+        "(`marketplace.core.config`, pydantic) and from `params.yaml` itself. The file is "
         "checked when a stage starts: an unknown key (usually a typo), a missing key, a "
         "value of the wrong type or out of range stops it with a message naming the key, "
         "e.g. `clean_images.sise: unknown key`.",

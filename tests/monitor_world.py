@@ -23,23 +23,23 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from marketplace.config import Params, load_params
+from marketplace.core.config import Params, load_params
 from marketplace.data.images import clean_image
 from marketplace.data.labels import LabelMap
-from marketplace.mlops.reference import Reference, build_reference
-from marketplace.models.classifier import ListingClassifier
-from marketplace.models.embedding import (
+from marketplace.features.embedding import (
     EmbeddingSet,
     embed_image_files,
     embed_texts,
     image_spec,
     text_spec,
 )
-from marketplace.models.encoders import ImageEncoder, TextEncoder
+from marketplace.features.encoders import ImageEncoder, TextEncoder
+from marketplace.features.preprocessing import ImagePreprocessing, listing_text
+from marketplace.features.tfidf import TfidfConfig
+from marketplace.mlops.reference import Reference, build_reference
+from marketplace.models.classifier import ListingClassifier
 from marketplace.models.query import query_kind
-from marketplace.models.tfidf import TfidfConfig
-from marketplace.preprocessing import ImagePreprocessing, listing_text
-from marketplace.training.features import build_text_features, products_table
+from marketplace.training.inputs import build_text_features, products_table
 from marketplace.training.train import TrainedModel, train_classifier
 from tests.helpers import PROJECT_ROOT
 from tests.serving.conftest import WORDS

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from marketplace.config import ConfigError
+from marketplace.core.config import ConfigError
+from marketplace.core.errors import StageError
 from marketplace.data.export import MalformedExportError
-from marketplace.errors import StageError
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,

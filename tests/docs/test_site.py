@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from tests.helpers import PROJECT_ROOT
 
 
@@ -80,7 +80,7 @@ def test_every_api_operation_is_documented(site: Path) -> None:
 
 def test_every_command_has_its_help(site: Path) -> None:
     modules = _hooks().command_modules(PROJECT_ROOT)
-    assert {"pipeline.train", "pipeline.promote", "serving", "ops.stack"} <= set(modules)
+    assert {"pipeline.train", "marketplace.mlops.promotion", "serving", "ops.stack"} <= set(modules)
     assert "marketplace.inference" in modules
     text = _text(site, "reference/cli.html")
     for module in modules:

@@ -22,25 +22,25 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from marketplace.data.images import clean_image
 from marketplace.data.labels import LabelMap
-from marketplace.index import package_sha256
-from marketplace.indexing import index_catalogue
-from marketplace.models.embedding import (
+from marketplace.features.embedding import (
     EmbeddingSet,
     embed_image_files,
     embed_texts,
     image_spec,
     text_spec,
 )
-from marketplace.models.encoders import ImageEncoder, TextEncoder
-from marketplace.models.tfidf import TfidfConfig
-from marketplace.preprocessing import ImagePreprocessing, listing_text
-from marketplace.registry import INDEX_TAG, attach_index, find_version, log_and_register
-from marketplace.thumbnails import catalogue_thumbnails
-from marketplace.tracking import setup_tracking
-from marketplace.training.features import build_text_features, products_table
+from marketplace.features.encoders import ImageEncoder, TextEncoder
+from marketplace.features.preprocessing import ImagePreprocessing, listing_text
+from marketplace.features.tfidf import TfidfConfig
+from marketplace.mlops.registry import INDEX_TAG, attach_index, find_version, log_and_register
+from marketplace.mlops.tracking import setup_tracking
+from marketplace.search.build import index_catalogue, save_index
+from marketplace.search.index import package_sha256
+from marketplace.search.thumbnails import catalogue_thumbnails
+from marketplace.training.inputs import build_text_features, products_table
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT
 
@@ -178,7 +178,7 @@ def _register(root: Path, listings, splits, images, texts, *, seed: int, index: 
             package_sha=sha,
             tune_ids=splits["val"],
         )
-        built.save(root / f"index-{seed}")
+        save_index(built, root / f"index-{seed}")
         if seed == 0:  # version 1 carries listing photos; version 2 is an index without them
             thumbnails = catalogue_thumbnails(
                 products_table(listings)["image_ids"], root / "images", params.index

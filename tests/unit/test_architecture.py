@@ -48,7 +48,7 @@ def test_a_wrong_import_breaks_a_contract(tmp_path: Path) -> None:
     )
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
-    assert "marketplace.index -> marketplace.training.features" in result.stdout
+    assert "marketplace.search.index -> marketplace.training.inputs" in result.stdout
 
 
 def test_serving_app_loads_no_training_cli_pipeline_or_ray_code() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketplace.preprocessing import listing_text
+from marketplace.features.preprocessing import listing_text
 
 ARTIFACT = "monitor_reference"  # folder in the training run's artifacts
 _ARRAYS = "reference.npz"

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from marketplace.tracking import DEFAULT_ARTIFACTS, EXPERIMENT, tracking_uri
+from marketplace.mlops.tracking import DEFAULT_ARTIFACTS, EXPERIMENT, tracking_uri
 
 LANDING = "workflowType=machine_learning"
 

@@ -200,7 +200,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, model: str = "minilm", *, max_tokens: int = 128) -> None:
         super().__init__()
-        from marketplace.models import bert
+        from marketplace.features import bert
 
         self.name = model
         self.max_tokens = max_tokens

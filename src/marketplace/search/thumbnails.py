@@ -38,7 +38,7 @@ from typing import Any
 
 from PIL import Image
 
-from marketplace.io import file_sha256, read_json_or_none, write_json
+from marketplace.core.io import file_sha256, read_json_or_none, write_json
 
 THUMBNAILS_FORMAT = 1
 THUMBNAILS_META = "thumbnails.json"
