@@ -48,7 +48,7 @@ from marketplace.data.delta import read_export, subset_export
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "MLproject")
-PROJECT_DIRS = ("pipeline", "sample", "src")
+PROJECT_DIRS = ("pipeline", "src")
 HEAVY = ("clean_images", "embed_images", "embed_text", "thumbnails")
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 

@@ -199,7 +199,7 @@ def bench_embed(args: argparse.Namespace) -> None:
         save(out, result)
     if args.running_cluster:
         # As on a cluster that is already up (RAY_ADDRESS): Ray starts once, here, and the
-        # runs below connect to it (ray_compute.ray_session reuses it) instead of each
+        # runs below connect to it (marketplace.compute.ray.ray_session reuses it) instead of each
         # starting and stopping a local Ray inside its timing.
         import ray
 

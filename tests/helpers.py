@@ -22,7 +22,7 @@ import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "MLproject")
-PROJECT_DIRS = ("pipeline", "sample", "src")
+PROJECT_DIRS = ("pipeline", "src")
 
 
 def venv_env() -> dict[str, str]:

@@ -29,7 +29,7 @@ from pydantic import (
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
-# Kept here (not imported from marketplace.models) so reading params never imports torch;
+# Kept here (not imported from marketplace.features.encoders) so reading params never imports torch;
 # tests/unit/test_encoders.py checks it names exactly the registered backbones.
 ImageEncoderName = Literal["efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet18"]
 _N = "[1-9][0-9]*"

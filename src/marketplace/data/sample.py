@@ -973,7 +973,7 @@ def _write_image(images_dir: Path, job: _ImageJob) -> None:
 # The command line ------------------------------------------------------------
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m marketplace.data.sample",
+        prog="marketplace sample",
         description="Generate the deterministic synthetic raw marketplace export.",
     )
     parser.add_argument("--out", type=Path, default=Path("data"), help="output directory")

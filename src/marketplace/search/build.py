@@ -247,7 +247,7 @@ def index_catalogue(
     tune_ids: Sequence[str] = (),
     runner: Runner | None = None,
 ) -> tuple[ProductIndex, dict[str, float]]:
-    """The index of a catalogue (``training.features.products_table``) from cached embeddings.
+    """The index of a catalogue (``training.inputs.products_table``) from cached embeddings.
 
     The embed stages ran the very encoders the model names (checked against its specs), so
     the cached vectors are what the registered encoder would produce; only the model's

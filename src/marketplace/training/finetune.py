@@ -90,7 +90,7 @@ class PhotoAugmentation:
 
     def __call__(self, batch: list[Any], rows: np.ndarray) -> list[Any]:
         if self._transform is None:
-            from torchvision.transforms import v2  # after marketplace.models' torchvision shim
+            from torchvision.transforms import v2  # after marketplace.features' torchvision shim
 
             self._transform = v2.Compose(
                 [
