@@ -8,7 +8,7 @@ sample, filled in batches). Exact ground truth is ``faiss.knn`` over the same ar
 second 4 GB copy), on ``--queries`` held-out queries (thirds: text, photo, both). For each
 factory: build time, serialised size (MiB per million vectors), recall@10 against exact
 and batched qps against exact. Then the index's "more like this" lists
-(``ProductIndex.neighbour_rows``, k = ``index.neighbours``) on a shard of ``--shard``
+(``marketplace.search.build.neighbour_rows``, k = ``index.neighbours``) on a shard of ``--shard``
 products, in process and on a local Ray with 2 actors, projected to 1M products.
 
 ``embed``: ``stream_catalogue_images(...).collect()`` on the first ``--photos`` cleaned
