@@ -1,4 +1,7 @@
-"""Similar products: a FAISS index over the catalogue in the combined classifier's space.
+"""The similar-products index as the API loads it: query vectors, search, filters (serve time).
+
+A FAISS index over the catalogue in the combined classifier's space; building it
+(neighbour lists, the text weight, writing the folder) is ``marketplace.search.build``'s.
 
 Which space answers which query
 -------------------------------
@@ -55,7 +58,9 @@ class IndexMismatchError(ValueError):
 
 
 def package_sha256(folder: Path) -> str:
-    """Content hash of a classifier package: identifies the exact weights and config."""
+    """Content hash of a classifier package: identifies the exact weights and config.
+
+    Serve time too: ``Marketplace`` loads an index only if it was built by this package."""
     digest = hashlib.sha256()
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         digest.update(name.encode())
