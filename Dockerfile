@@ -32,7 +32,6 @@ COPY src ./src
 RUN pip install --no-deps .
 
 COPY pipeline ./pipeline
-COPY sample ./sample
 COPY serving ./serving
 COPY dvc.yaml params.yaml .dvcignore MLproject ./
 COPY .dvc/config ./.dvc/config

@@ -10,7 +10,8 @@ PYTHON_BOOT ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Stages run `python -m pipeline.<stage>` and `dvc`: both must come from the venv.
+# Stages run `python -m pipeline.<stage>`, commands `python -m marketplace <command>` (the
+# `marketplace` console script), and `dvc`: all must come from the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -29,15 +30,15 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
 
 demo: venv ## Main job on the built-in sample: generate it (if data/ is absent), dvc repro
-	@if [ ! -d data ]; then $(PY) -m pipeline.sample --out data; fi
+	@if [ ! -d data ]; then $(PY) -m marketplace sample --out data; fi
 	dvc add --quiet data
 	dvc repro
 	dvc metrics show metrics/train_vision.json metrics/train_text.json \
 		metrics/train_combined.json metrics/baselines.json metrics/index.json
 	@# Promote through the gate; a refusal leaves production as it was (and is not an error).
-	$(PY) -m pipeline.promote || echo "promotion refused: production unchanged"
+	$(PY) -m marketplace promote || echo "promotion refused: production unchanged"
 	@echo "--- example query: a text, against models:/marketplace-combined@production"
-	$(PY) -m marketplace.inference --text "Wooden dining table with four chairs" --price 80 -k 3
+	$(PY) -m marketplace predict --text "Wooden dining table with four chairs" --price 80 -k 3
 	@echo "--- serve it: make serve, then e.g."
 	@echo "  curl -F text='PS4 console with two controllers' http://127.0.0.1:8000/predict"
 	@echo "  curl -F image=@$$(ls outputs/images/*.jpg | head -1) -F k=5 http://127.0.0.1:8000/similar"
@@ -80,23 +81,23 @@ bench: venv ## Benchmarks on the real data (../shared/data/marketplace); see BEN
 	$(PY) bench/bench_scale.py embed
 
 serve: venv ## The API on http://127.0.0.1:8000 (models:/marketplace-combined@production)
-	$(PY) -m serving --host 127.0.0.1 --port 8000
+	$(PY) -m marketplace serve --host 127.0.0.1 --port 8000
 
 promote: venv ## Move the production alias to the newest combined version, through the gate
-	$(PY) -m pipeline.promote $(if $(VERSION),--version $(VERSION)) $(if $(FORCE),--force)
+	$(PY) -m marketplace promote $(if $(VERSION),--version $(VERSION)) $(if $(FORCE),--force)
 
 evaluate: venv ## Score an export per query kind: FROM=path [MODEL=models:/...] or [URL=http://...]
 	@test -n "$(FROM)" || { echo "usage: make evaluate FROM=path/to/export [MODEL=models:/name@alias | URL=http://host:port]"; exit 2; }
-	$(PY) -m pipeline.evaluate --from "$(FROM)" $(if $(MODEL),--model "$(MODEL)") $(if $(URL),--url "$(URL)")
+	$(PY) -m marketplace evaluate --from "$(FROM)" $(if $(MODEL),--model "$(MODEL)") $(if $(URL),--url "$(URL)")
 
 monitor: venv ## Drift monitor: production's logged answers vs its training reference (exit 1 on an alert)
-	$(PY) -m marketplace.mlops.monitor $(if $(VERSION),--version $(VERSION)) $(if $(HOURS),--hours $(HOURS))
+	$(PY) -m marketplace monitor $(if $(VERSION),--version $(VERSION)) $(if $(HOURS),--hours $(HOURS))
 
 rollback: venv ## Move the production alias back to the previous production version
-	$(PY) -m pipeline.promote --rollback
+	$(PY) -m marketplace promote --rollback
 
 ui: venv ## MLflow UI on http://127.0.0.1:5000 over the project's tracking store (prints where the training runs are)
-	$(PY) -m marketplace.mlops.ui --host 127.0.0.1 --port 5000
+	$(PY) -m marketplace ui --host 127.0.0.1 --port 5000
 
 # The site's reference pages are generated from the code at build time (docs/hooks.py);
 # --strict fails on any warning: a broken link, a page missing from the nav, a failed --help.
@@ -118,13 +119,13 @@ clean: ## Remove derived files (outputs/, reports/, site/); keeps data/ and .ven
 .PHONY: stack stack-down stack-status stack-dvc
 
 stack: venv ## Start PostgreSQL, an S3 server and mlflow server (state in .stack/); prints the URIs
-	$(PY) -m ops.stack up
+	$(PY) -m marketplace stack up
 
 stack-down: venv ## Stop what `make stack` started (by the PIDs in .stack/stack.json)
-	$(PY) -m ops.stack down
+	$(PY) -m marketplace stack down
 
 stack-status: venv ## Which stack services run, on which ports
-	$(PY) -m ops.stack status
+	$(PY) -m marketplace stack status
 
 stack-dvc: venv ## Make the stack's S3 (bucket dvc) this clone's default DVC remote
-	$(PY) -m ops.stack dvc-remote
+	$(PY) -m marketplace stack dvc-remote

@@ -107,9 +107,14 @@ def enlarge_index(project: Path, n: int) -> dict[str, Any]:
     built on a sample still gets a catalogue of the real export's size to search."""
     import pandas as pd
 
-    from marketplace.index import ProductIndex
-    from marketplace.indexing import build_product_index
     from marketplace.inference import Marketplace
+    from marketplace.search.build import (
+        build_product_index,
+        precompute_neighbours,
+        save_index,
+        with_text_weight,
+    )
+    from marketplace.search.index import ProductIndex
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
     market = Marketplace.from_registry(MODEL, "production")
@@ -143,8 +148,8 @@ def enlarge_index(project: Path, n: int) -> dict[str, Any]:
         package_sha=meta.package_sha256, factory=meta.factory, nprobe=meta.nprobe,
         ef_search=meta.ef_search, ef_construction=80,
     )  # fmt: skip
-    index = index.with_text_weight(meta.text_weight).precompute_neighbours(100)
-    index.save(folder)
+    index = precompute_neighbours(with_text_weight(index, meta.text_weight), 100)
+    save_index(index, folder)
     return {"products": n, "with_photo": int(has_image.sum()), "dim": index.meta.dim,
             "neighbours": index.meta.neighbours, "factory": index.meta.factory}  # fmt: skip
 
@@ -328,8 +333,8 @@ def main() -> int:
     url = f"sqlite:///{scratch / 'serving.db'}"
     process, base, _ = start_api(project, url)
     try:
-        from marketplace.index import ProductIndex
         from marketplace.inference import Marketplace
+        from marketplace.search.index import ProductIndex
 
         served = Marketplace.from_registry(MODEL, "production").index.meta.package_sha256
         ids = next(

@@ -4,7 +4,7 @@ Measures, on this machine:
 1. ``clean_images`` throughput on the real photos (cleaned images per second), with one
    worker process and with one per core, at the canvas size in params.yaml;
 2. the whole cleaning as a user runs it: import the real export into a scratch copy of the
-   project (``pipeline.ingest``), a cold ``dvc repro`` (clean_tabular, clean_images, split),
+   project (``marketplace.data.ingest``), a cold ``dvc repro`` (clean_tabular, clean_images, split),
    then a no-op ``dvc repro`` (median of 5).
 
 Run by hand (``make bench``); results go to stdout as a Markdown table and to
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.helpers (scratch project copies)
 
-from marketplace.config import load_params  # noqa: E402
+from marketplace.core.config import load_params  # noqa: E402
 from marketplace.data.images import clean_image_files, index_image_files  # noqa: E402
 from tests.helpers import make_project_copy, run  # noqa: E402
 
@@ -72,7 +72,9 @@ def whole_cleaning(export: Path, scratch: Path) -> dict:
     """Ingest + cold ``dvc repro`` + no-op ``dvc repro`` in a scratch project."""
     project = make_project_copy(scratch / "project")
     ingest = _timed(
-        lambda: run([sys.executable, "-m", "pipeline.ingest", "--from", str(export)], project)
+        lambda: run(
+            [sys.executable, "-m", "marketplace.data.ingest", "--from", str(export)], project
+        )
     )
     cold = _timed(lambda: run(["dvc", "repro"], project))
     noop = [_timed(lambda: run(["dvc", "repro"], project)) for _ in range(5)]

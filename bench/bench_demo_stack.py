@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from marketplace.data.sample import generate_sample  # noqa: E402
 from ops.stack import running_stack  # noqa: E402
-from sample import generate_sample  # noqa: E402
 from tests.helpers import make_project_copy, venv_env  # noqa: E402
 
 QUERY = ("--text", "Wooden dining table with four chairs", "--price", "80", "-k", "3")
@@ -40,7 +40,7 @@ def main() -> None:
 
         sh("dvc", "add", "-q", "data")
         sh("dvc", "repro")
-        sh(sys.executable, "-m", "pipeline.promote")
+        sh(sys.executable, "-m", "marketplace.mlops.promotion")
         sh(sys.executable, "-m", "marketplace.inference", *QUERY)
         for local in ("mlflow.db", "mlartifacts"):
             print(f"{local} in the clone: {(repo / local).exists()}")

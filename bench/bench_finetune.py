@@ -25,10 +25,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from marketplace.config import load_params  # noqa: E402
+from marketplace.core.config import load_params  # noqa: E402
 from marketplace.data.labels import LabelMap  # noqa: E402
 from marketplace.data.split import read_split  # noqa: E402
-from marketplace.models.embedding import EmbeddingSet  # noqa: E402
+from marketplace.features.embedding import EmbeddingSet  # noqa: E402
 from marketplace.training.train import train_classifier  # noqa: E402
 
 

@@ -91,12 +91,12 @@ def bench_combined_training(project: Path, repeats: int) -> dict[str, float]:
 
     import pandas as pd
 
-    from marketplace import paths
-    from marketplace.config import load_params
+    from marketplace.core import paths
+    from marketplace.core.config import load_params
     from marketplace.data.labels import LabelMap
     from marketplace.data.split import read_split
-    from marketplace.models.embedding import EmbeddingSet
-    from marketplace.training.features import TextFeatures
+    from marketplace.features.embedding import EmbeddingSet
+    from marketplace.training.inputs import TextFeatures
     from marketplace.training.train import train_classifier
 
     root = project.resolve()
@@ -153,8 +153,8 @@ def bench_dropout(repeats: int) -> dict[str, float]:
 
 _STAGE_LIKE = (
     "import faiss, mlflow, pandas, torch\n"
-    "import marketplace.indexing, marketplace.registry, marketplace.tracking\n"
-    "from marketplace.models.encoders import TextEncoder\n"
+    "import marketplace.search.build, marketplace.mlops.registry, marketplace.mlops.tracking\n"
+    "from marketplace.features.encoders import TextEncoder\n"
     "TextEncoder('minilm')\n"
     "import sys, time\n"
     "print(time.time(), flush=True)\n"

@@ -6,10 +6,10 @@ random subset of ``--products`` of its products, when a full-size run does not f
 1. ``old``: a seeded random 94 % (``--share``) of the products (their image rows and photos),
    ``new``: all of them (``marketplace.data.delta.subset_export``).
 2. Project A (a scratch copy of this project: git + DVC, its own MLflow store):
-   ``pipeline.ingest --from old`` + ``dvc repro`` (a cold build of 94 %), then
-   ``pipeline.ingest --from new`` + ``dvc repro`` (incremental: the heavy stages' outs are
+   ``marketplace.data.ingest --from old`` + ``dvc repro`` (a cold build of 94 %), then
+   ``marketplace.data.ingest --from new`` + ``dvc repro`` (incremental: the heavy stages' outs are
    ``persist: true`` and reuse what is unchanged).
-3. Project B: ``pipeline.ingest --from new`` + ``dvc repro`` (a cold build of 100 %).
+3. Project B: ``marketplace.data.ingest --from new`` + ``dvc repro`` (a cold build of 100 %).
 
 Each stage's time is taken from ``dvc repro``'s own output (from its "Running stage" line to
 the next one, so DVC's hashing of the stage's outs counts), the whole repro's as wall time.
@@ -48,7 +48,7 @@ from marketplace.data.delta import read_export, subset_export
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "MLproject")
-PROJECT_DIRS = ("pipeline", "sample", "src")
+PROJECT_DIRS = ("pipeline", "src")
 HEAVY = ("clean_images", "embed_images", "embed_text", "thumbnails")
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
@@ -84,8 +84,8 @@ def project(root: Path) -> Path:
 
 
 def repro(root: Path, export: Path) -> dict[str, object]:
-    """``pipeline.ingest --from export`` then a timed ``dvc repro``: per stage and in all."""
-    sh([sys.executable, "-m", "pipeline.ingest", "--from", str(export)], root)
+    """``marketplace ingest --from export`` then a timed ``dvc repro``: per stage and in all."""
+    sh([sys.executable, "-m", "marketplace.data.ingest", "--from", str(export)], root)
     started = time.perf_counter()
     process = subprocess.Popen(
         ["dvc", "repro"],

@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_serving import build, start_api  # noqa: E402
-from marketplace.config import load_params  # noqa: E402
-from marketplace.thumbnails import (  # noqa: E402
+from marketplace.core.config import load_params  # noqa: E402
+from marketplace.search.thumbnails import (  # noqa: E402
     ThumbnailSet,
     catalogue_thumbnails,
     product_photos,

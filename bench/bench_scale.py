@@ -3,12 +3,12 @@ Ray, and photo-embedding throughput in process vs on Ray with 1 and 2 workers.
 
 ``faiss``: the simulated 1M-product catalogue of ``bench_faiss.py`` (1024-d = the index's
 ``[text, image]`` halves, clustered like product embeddings, 20 % without a photo), built
-with ``marketplace.indexing.build_faiss`` as the index stage does (trained on a seeded
+with ``marketplace.search.build.build_faiss`` as the index stage does (trained on a seeded
 sample, filled in batches). Exact ground truth is ``faiss.knn`` over the same array (no
 second 4 GB copy), on ``--queries`` held-out queries (thirds: text, photo, both). For each
 factory: build time, serialised size (MiB per million vectors), recall@10 against exact
 and batched qps against exact. Then the index's "more like this" lists
-(``ProductIndex.neighbour_rows``, k = ``index.neighbours``) on a shard of ``--shard``
+(``marketplace.search.build.neighbour_rows``, k = ``index.neighbours``) on a shard of ``--shard``
 products, in process and on a local Ray with 2 actors, projected to 1M products.
 
 ``embed``: ``stream_catalogue_images(...).collect()`` on the first ``--photos`` cleaned
@@ -48,12 +48,12 @@ import numpy as np
 import pandas as pd
 from bench_faiss import QUERY_KINDS, index_size, make_database, make_queries, make_structure
 
-from marketplace.compute import Runner, run_batches, stream_batches
-from marketplace.config import load_params
-from marketplace.index import INDEX_FORMAT, IndexMeta, ProductIndex, _neighbour_search
-from marketplace.indexing import build_faiss
-from marketplace.models.embedding import EmbeddingSet, EmbeddingStream
-from marketplace.ray_compute import runner
+from marketplace.compute.batches import Runner, run_batches, stream_batches
+from marketplace.compute.ray import runner
+from marketplace.core.config import load_params
+from marketplace.features.embedding import EmbeddingSet, EmbeddingStream
+from marketplace.search.build import _neighbour_search, build_faiss
+from marketplace.search.index import INDEX_FORMAT, IndexMeta, ProductIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
@@ -170,7 +170,7 @@ def neighbour_lists(index: faiss.Index, args: argparse.Namespace) -> dict:
 
 def bench_embed(args: argparse.Namespace) -> None:
     from marketplace.data.images import clean_image_files, index_image_files
-    from marketplace.models.embedding import stream_catalogue_images
+    from marketplace.features.embedding import stream_catalogue_images
 
     export = ROOT.parent / "shared" / "data" / "marketplace"
     out = args.out
@@ -199,7 +199,7 @@ def bench_embed(args: argparse.Namespace) -> None:
         save(out, result)
     if args.running_cluster:
         # As on a cluster that is already up (RAY_ADDRESS): Ray starts once, here, and the
-        # runs below connect to it (ray_compute.ray_session reuses it) instead of each
+        # runs below connect to it (marketplace.compute.ray.ray_session reuses it) instead of each
         # starting and stopping a local Ray inside its timing.
         import ray
 

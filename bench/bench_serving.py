@@ -2,7 +2,7 @@
 
 Needs a project whose registry holds the real-data combined model with its index and a
 ``production`` alias (``--project``; build one with ``--build``, which copies this project,
-imports ``../shared/data/marketplace`` and runs ``dvc repro`` + ``pipeline.promote``).
+imports ``../shared/data/marketplace`` and runs ``dvc repro`` + ``marketplace.mlops.promotion``).
 
 1. Cold start from the registry: ``Marketplace.from_registry`` in a fresh process (import
    + download + load), and process start to ``/health/ready`` for ``python -m serving``.
@@ -90,7 +90,7 @@ def cold_start(project: Path) -> dict[str, float]:
     code = (
         "import time; t = time.perf_counter()\n"
         "from marketplace.inference import Marketplace\n"
-        "from marketplace.tracking import setup_tracking\n"
+        "from marketplace.mlops.tracking import setup_tracking\n"
         "imported = time.perf_counter() - t; setup_tracking()\n"
         f"m = Marketplace.from_registry('{MODEL}', 'production')\n"
         "print(imported, m.info.load_seconds, time.perf_counter() - t)\n"
@@ -317,9 +317,9 @@ def reload_under_load(project: Path, base: str, ids: list[str], n: int) -> dict[
 def build(project: Path, export: Path) -> None:
     """A scratch project on the real export: trained, indexed and promoted."""
     make_project_copy(project)
-    run([sys.executable, "-m", "pipeline.ingest", "--from", str(export)], project)
+    run([sys.executable, "-m", "marketplace.data.ingest", "--from", str(export)], project)
     run(["dvc", "repro"], project)
-    run([sys.executable, "-m", "pipeline.promote"], project)
+    run([sys.executable, "-m", "marketplace.mlops.promotion"], project)
 
 
 def main() -> int:

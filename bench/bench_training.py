@@ -28,11 +28,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from marketplace.config import load_params  # noqa: E402
+from marketplace.core.config import load_params  # noqa: E402
 from marketplace.data.images import clean_image  # noqa: E402
-from marketplace.models.embedding import inference_context  # noqa: E402
-from marketplace.models.encoders import ImageEncoder, TextEncoder, image_backbone  # noqa: E402
-from marketplace.preprocessing import ImagePreprocessing  # noqa: E402
+from marketplace.features.embedding import inference_context  # noqa: E402
+from marketplace.features.encoders import ImageEncoder, TextEncoder, image_backbone  # noqa: E402
+from marketplace.features.preprocessing import ImagePreprocessing  # noqa: E402
 from tests.helpers import make_project_copy, run  # noqa: E402
 
 RERUN_LR_FACTORS = (0.8, 0.9, 1.1)  # of train.combined.lr, one rerun each
@@ -114,7 +114,7 @@ def timed_repro(project: Path) -> tuple[float, list[str], str]:
 
 def pipeline(export: Path, scratch: Path) -> dict:
     project = make_project_copy(scratch / "project")
-    run([sys.executable, "-m", "pipeline.ingest", "--from", str(export)], project)
+    run([sys.executable, "-m", "marketplace.data.ingest", "--from", str(export)], project)
     cold, stages, log = timed_repro(project)
     (project / "repro.log").write_text(log)
     models = {

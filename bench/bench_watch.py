@@ -82,7 +82,7 @@ def in_process_cost(project: Path, listings: list, ids: list[str], n: int = 2000
     from starlette.requests import Request
 
     from marketplace.inference import Listing, Marketplace
-    from marketplace.tracking import setup_tracking
+    from marketplace.mlops.tracking import setup_tracking
     from serving.settings import Settings
     from serving.watch import Watch, log_predict, log_product_similar
 

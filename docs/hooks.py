@@ -4,17 +4,17 @@ Nothing in ``docs/reference/`` is written by hand, so it cannot drift from the c
 build runs one child process (``python docs/hooks.py collect OUT``, with the work tree's
 ``src/`` and root first on ``PYTHONPATH``) that reads
 
-- every ``params.yaml`` key: its pydantic model in ``marketplace.config`` (type and bounds
+- every ``params.yaml`` key: its pydantic model in ``marketplace.core.config`` (type and bounds
   from the JSON schema, the comment beside the field), its value and comment in
   ``params.yaml`` (ruamel.yaml keeps comments) and the DVC stages that list it;
 - the HTTP API: ``serving.app.create_app().openapi()``, without the lifespan, so no model
   or registry is touched (the child checks that ``Marketplace.from_registry`` never ran);
 - the service's environment settings (``serving.settings.Settings``) and databases, and the
   Prometheus metrics its ``/metrics`` declares (read through a test client, no lifespan);
-- every command's ``--help``: each module with a ``__main__`` block (or a ``__main__.py``)
-  under ``pipeline/``, ``serving/``, ``ops/`` and ``src/marketplace/``, and each
-  ``[project.scripts]`` entry. They run in that one process with ``parse_args`` stopped
-  before any work, so torch is imported once rather than once per command.
+- every command's ``--help``: each DVC stage (a module with a ``__main__`` block under
+  ``pipeline/``), the ``marketplace`` console script and each of its commands
+  (``marketplace.cli.COMMANDS``). They run in that one process with ``parse_args``
+  stopped before any work, so torch is imported once rather than once per command.
 
 Hand-written pages take generated tables through markers: ``<!-- generated: dvc stages -->``
 (the stage table, from ``dvc.yaml``, in this process) and ``<!-- generated: metrics -->``.
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND_ROOTS = ("pipeline", "serving", "ops", "src/marketplace")
+STAGE_ROOT = "pipeline"
 MAIN_BLOCK = re.compile(r"^if __name__ == ['\"]__main__['\"]:", re.MULTILINE)
 STAGES_MARKER = "<!-- generated: dvc stages -->"
 METRICS_MARKER = "<!-- generated: metrics -->"
@@ -104,7 +104,7 @@ def _params() -> dict[str, Any]:
     """Every params.yaml key: schema, value, comments; sections with their YAML text."""
     from ruamel.yaml import YAML
 
-    import marketplace.config as config
+    import marketplace.core.config as config
 
     text = (ROOT / "params.yaml").read_text(encoding="utf-8")
     data = YAML().load(text)
@@ -280,25 +280,25 @@ def _helps(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str]]:
 
 
 def command_modules(root: Path = ROOT) -> list[str]:
-    """Modules runnable as ``python -m <module>``: a ``__main__`` block or ``__main__.py``."""
+    """The stage modules (``python -m pipeline.<stage>``): those with a ``__main__`` block."""
     modules = []
-    for folder in COMMAND_ROOTS:
-        base = root / folder
-        package_root = base.parent if folder.startswith("src/") else root
-        for path in sorted(base.rglob("*.py")):
-            if "__pycache__" in path.parts:
-                continue
-            parts = list(path.relative_to(package_root).with_suffix("").parts)
-            if parts[-1] == "__main__":
-                parts.pop()
-            elif not MAIN_BLOCK.search(path.read_text(encoding="utf-8")):
-                continue
-            modules.append(".".join(parts))
+    for path in sorted((root / STAGE_ROOT).rglob("*.py")):
+        if "__pycache__" in path.parts or not MAIN_BLOCK.search(path.read_text("utf-8")):
+            continue
+        modules.append(".".join(path.relative_to(root).with_suffix("").parts))
     return modules
 
 
+def marketplace_commands() -> list[str]:
+    """The ``marketplace`` console script's commands (``marketplace.cli.COMMANDS``)."""
+    from marketplace.cli import COMMANDS
+
+    return list(COMMANDS)
+
+
 def _commands() -> list[dict[str, Any]]:
-    """Every command's help: ``python -m`` modules, then ``[project.scripts]``."""
+    """Every command's help: the stages' modules, then each ``[project.scripts]`` entry,
+    then each ``marketplace <command>``."""
     os.environ["COLUMNS"] = HELP_WIDTH
     targets: list[tuple[str, str, Callable[[], Any]]] = []
     for module in command_modules():
@@ -319,7 +319,13 @@ def _commands() -> list[dict[str, Any]]:
                 entry = getattr(entry, part)
             return entry()
 
-        targets.append((f"script:{name}", name, call))
+        targets.append((name, name, call))
+    from marketplace.cli import load_command
+
+    for name in marketplace_commands():
+        targets.append(
+            (f"marketplace {name}", f"marketplace {name}", lambda n=name: load_command(n)(None))
+        )
     found = []
     for ident, argv0, run in targets:
         try:
@@ -491,7 +497,7 @@ def render_params(data: dict[str, Any], dvc: dict[str, Any]) -> str:
         "# `params.yaml`",
         "",
         "Every tunable of the pipeline, generated at build time from its typed model "
-        "(`marketplace.config`, pydantic) and from `params.yaml` itself. The file is "
+        "(`marketplace.core.config`, pydantic) and from `params.yaml` itself. The file is "
         "checked when a stage starts: an unknown key (usually a typo), a missing key, a "
         "value of the wrong type or out of range stops it with a message naming the key, "
         "e.g. `clean_images.sise: unknown key`.",
@@ -702,7 +708,7 @@ def render_environment(data: dict[str, Any]) -> str:
         "What the service acknowledges or answers is written to a database "
         "(`marketplace.core.db`): SQLite files under `live/` by default (in WAL mode with "
         "full sync: a committed row is on disk before the answer), or the URL a variable "
-        "names (`python -m ops.stack env` prints the team stack's PostgreSQL URLs).",
+        "names (`marketplace stack env` prints the team stack's PostgreSQL URLs).",
         "",
         "| database | variable | default file |",
         "|---|---|---|",
@@ -721,7 +727,7 @@ def render_environment(data: dict[str, Any]) -> str:
         "`MARKETPLACE_TRACKING_URI` is set) the API uses; unset: `sqlite:///mlflow.db` "
         "with artifacts in `mlartifacts/`, in the project |",
         "| `RAY_ADDRESS` | the Ray cluster of `compute.backend: ray`; unset: a local Ray |",
-        "| `STACK_DIR` | the team stack's state folder (`python -m ops.stack`); unset: `.stack` |",
+        "| `STACK_DIR` | the team stack's state folder (`marketplace stack`); unset: `.stack` |",
         "",
     ]
     return "\n".join(out)
@@ -737,15 +743,16 @@ def render_cli(commands: list[dict[str, Any]], dvc: dict[str, Any]) -> str:
     out = [
         "# Commands",
         "",
-        "Every command's `--help`, generated at build time from the code: each module "
-        "with a `__main__` entry point under `pipeline/`, `serving/`, `ops/` and "
-        "`src/marketplace/`, and each console script of `pyproject.toml`. Run them from the "
-        "project root with the project's environment (`.venv/bin/python -m ...`, or with "
-        "`.venv/bin` first on `PATH`). `make help` lists the Makefile's shortcuts to them.",
+        "Every command's `--help`, generated at build time from the code: the DVC stages "
+        "(`python -m pipeline.<stage>`, which `dvc repro` runs) and the `marketplace` "
+        "console script with each of its commands (`marketplace <command>`, or "
+        "`python -m marketplace <command>`). Run them from the project root with the "
+        "project's environment (`.venv/bin` first on `PATH`). `make help` lists the "
+        "Makefile's shortcuts to them.",
         "",
-        "In the `pipeline.*` commands, an expected failure (a bad `params.yaml`, a malformed "
-        "export, a refused promotion) ends with one line on stderr and exit code 2; anything "
-        "else is a bug and keeps its traceback.",
+        "An expected failure (a bad `params.yaml`, a malformed export, a refused promotion) "
+        "ends with one line on stderr and exit code 2; anything else is a bug and keeps its "
+        "traceback.",
         "",
     ]
     groups = (
@@ -755,7 +762,7 @@ def render_cli(commands: list[dict[str, Any]], dvc: dict[str, Any]) -> str:
             [c for c in commands if c["id"] in stage_of],
         ),
         (
-            "Other commands",
+            "The marketplace command",
             "Not stages: they read or change the registry, the data or the service.",
             [c for c in commands if c["id"] not in stage_of],
         ),

@@ -475,7 +475,7 @@ def running_stack(root: Path, timeout: float = 60) -> Iterator[Stack]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.stack", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="marketplace stack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("up", "down", "status", "env", "dvc-remote"))
     parser.add_argument(
         "--dir", type=Path, default=Path(os.environ.get("STACK_DIR", DEFAULT_DIR)), help="state"

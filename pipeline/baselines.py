@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from marketplace import paths
 from marketplace.cli import exit_process, run
-from marketplace.config import load_params
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_json
 from marketplace.data.split import read_split
-from marketplace.io import write_json
-from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
+from marketplace.mlops.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 from marketplace.training.baselines import pixel_svc, price_regression
 
 log = logging.getLogger("pipeline.baselines")

@@ -13,12 +13,12 @@ import logging
 import time
 from pathlib import Path
 
-from marketplace import paths
 from marketplace.cli import exit_process, log_problems, run
-from marketplace.config import load_params
+from marketplace.compute.ray import runner
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_csv, write_json
 from marketplace.data.images import clean_export_images
-from marketplace.io import write_csv, write_json
-from marketplace.ray_compute import runner
 
 log = logging.getLogger("pipeline.clean_images")
 

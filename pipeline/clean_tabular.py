@@ -10,11 +10,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from marketplace import paths
 from marketplace.cli import exit_process, log_problems, run
-from marketplace.config import load_params
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_csv, write_json
 from marketplace.data.tabular import clean_tables
-from marketplace.io import write_csv, write_json
 
 log = logging.getLogger("pipeline.clean_tabular")
 

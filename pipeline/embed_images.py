@@ -12,12 +12,12 @@ import logging
 import time
 from pathlib import Path
 
-from marketplace import paths
 from marketplace.cli import exit_process, run
-from marketplace.config import load_params
-from marketplace.io import write_json
-from marketplace.models.embedding import stream_catalogue_images
-from marketplace.ray_compute import runner
+from marketplace.compute.ray import runner
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_json
+from marketplace.features.embedding import stream_catalogue_images
 
 log = logging.getLogger("pipeline.embed_images")
 

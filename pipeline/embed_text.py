@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from marketplace import paths
 from marketplace.cli import exit_process, run
-from marketplace.config import load_params
-from marketplace.io import write_json
-from marketplace.models.embedding import stream_catalogue_texts
-from marketplace.ray_compute import runner
+from marketplace.compute.ray import runner
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_json
+from marketplace.features.embedding import stream_catalogue_texts
 
 log = logging.getLogger("pipeline.embed_text")
 

@@ -17,20 +17,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from marketplace import paths
 from marketplace.cli import exit_process, run
-from marketplace.config import load_params
+from marketplace.compute.ray import runner
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_json
 from marketplace.data.split import read_split
-from marketplace.index import package_sha256
-from marketplace.indexing import evaluate_index, index_catalogue
-from marketplace.io import write_json
+from marketplace.features.embedding import EmbeddingSet
+from marketplace.mlops.registry import INDEX_TAG, attach_index, find_version
+from marketplace.mlops.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
 from marketplace.models.classifier import ClassifierPackage
-from marketplace.models.embedding import EmbeddingSet
-from marketplace.ray_compute import runner
-from marketplace.registry import INDEX_TAG, attach_index, find_version
-from marketplace.thumbnails import ThumbnailSet, thumbnail_metrics
-from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
-from marketplace.training.features import products_table
+from marketplace.search.build import evaluate_index, index_catalogue, save_index
+from marketplace.search.index import package_sha256
+from marketplace.search.thumbnails import ThumbnailSet, thumbnail_metrics
+from marketplace.training.inputs import products_table
 
 log = logging.getLogger("pipeline.index")
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             tune_ids=split["val"],
             runner=runner(params.compute),
         )
-        index.save(paths.INDEX_DIR)
+        save_index(index, paths.INDEX_DIR)
         # Listing photos for the search page (GET /products/{id}/image), in the index folder.
         thumbnails = ThumbnailSet.load(paths.THUMBNAILS_DIR)
         if thumbnails is not None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from marketplace import paths
 from marketplace.cli import exit_process, run
-from marketplace.config import load_params
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_csv, write_json
 from marketplace.data.split import split_products, split_summary, write_split
-from marketplace.io import write_csv, write_json
 
 log = logging.getLogger("pipeline.split")
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from marketplace import paths
 from marketplace.cli import exit_process, run
-from marketplace.config import load_params
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_json
 from marketplace.data.split import read_split
-from marketplace.io import write_json
-from marketplace.models.tfidf import TfidfConfig
-from marketplace.training.features import build_text_features, products_table
+from marketplace.features.tfidf import TfidfConfig
+from marketplace.training.inputs import build_text_features, products_table
 
 log = logging.getLogger("pipeline.tfidf")
 

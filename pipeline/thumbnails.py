@@ -3,7 +3,7 @@
     python -m pipeline.thumbnails
 
 Reads the cleaned photos (``outputs/images``) and writes ``outputs/thumbnails/``
-(``thumbnails.bin`` + ``thumbnails.json``, see ``marketplace.thumbnails``) with the
+(``thumbnails.bin`` + ``thumbnails.json``, see ``marketplace.search.thumbnails``) with the
 ``index.thumbnail_*`` params; the ``index`` stage copies them into the index folder, which
 is logged into the registered model version. A stage of its own so that a head-only
 change, which reruns ``index``, does not re-encode 5,390 photos (about a minute on two
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from marketplace import paths
 from marketplace.cli import exit_process, run
-from marketplace.config import load_params
-from marketplace.io import write_json
-from marketplace.thumbnails import (
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_json
+from marketplace.search.thumbnails import (
     catalogue_thumbnails,
     product_photos,
     reusable_thumbnails,

@@ -14,23 +14,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from marketplace import paths
 from marketplace.cli import exit_process, run
-from marketplace.config import load_params
+from marketplace.core import paths
+from marketplace.core.config import load_params
+from marketplace.core.io import write_json
 from marketplace.data.labels import LabelMap
 from marketplace.data.split import read_split
-from marketplace.io import write_json
+from marketplace.features.embedding import EmbeddingSet
 from marketplace.mlops.model_card import card_inputs
 from marketplace.mlops.reference import build_reference
-from marketplace.models.classifier import KINDS
-from marketplace.models.embedding import EmbeddingSet
-from marketplace.registry import (
+from marketplace.mlops.registry import (
     example_from_catalogue,
     log_trained,
     training_run,
 )
+from marketplace.models.classifier import KINDS
 from marketplace.training.distributed import fit_function
-from marketplace.training.features import TextFeatures
+from marketplace.training.inputs import TextFeatures
 from marketplace.training.metrics import write_run_reports
 from marketplace.training.train import train_classifier
 

@@ -70,7 +70,7 @@ def _configure(settings: Settings) -> str:
     import mlflow
     import torch
 
-    from marketplace.tracking import tracking_uri
+    from marketplace.mlops.tracking import tracking_uri
 
     uri = settings.tracking_uri or tracking_uri()
     mlflow.set_tracking_uri(uri)

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from marketplace.inference import Marketplace
 from marketplace.search.catalogue import CatalogueLog
 from marketplace.search.live import LiveCatalogue, attach
-from marketplace.thumbnails import make_thumbnail
+from marketplace.search.thumbnails import make_thumbnail
 from serving.settings import Settings
 from serving.state import ModelHolder
 

@@ -1,6 +1,6 @@
 """What a failure answers: the caller's input error is a 422, anything else a 500.
 
-Routers raise ``marketplace.errors.InputError`` (or a subclass, e.g. ``ImageError``) for
+Routers raise ``marketplace.core.errors.InputError`` (or a subclass, e.g. ``ImageError``) for
 input the service cannot answer, from the route or from library code it calls; the
 handler here turns it into ``{"detail": message, "status": 422}``. Any other exception
 is a bug or an outage, never the client's fault: a 500 whose body carries the request id
@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.routing import Match
 
-from marketplace.errors import InputError
+from marketplace.core.errors import InputError
 from serving.observability import REQUEST_ID_HEADER
 
 log = logging.getLogger("serving.errors")

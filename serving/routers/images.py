@@ -1,7 +1,7 @@
 """Listing photos: the thumbnail the index stage stored for each listing with a photo.
 
 The service has only the registry behind it, so the photos come from the index artifact
-(``marketplace.thumbnails``), not from the trainer's ``outputs/images``. Responses carry
+(``marketplace.search.thumbnails``), not from the trainer's ``outputs/images``. Responses carry
 an ETag naming the index they come from (model version + the thumbnails' hash): a browser
 revalidates with ``If-None-Match`` and gets a body-less 304 until another index is served.
 """

@@ -12,9 +12,9 @@ The ops themselves stay unimplemented (calling ``torchvision.ops.nms`` raises), 
 ``torchvision.io`` stays unavailable: decode images with Pillow.
 
 This module has an import-time side effect on purpose: it must run before torchvision is
-imported, and ``marketplace.models`` (the only code that uses torchvision or transformers)
-imports it first. It does nothing when the
-compiled ops load (a matching torchvision build) or when torchvision is not installed.
+imported, and ``marketplace.features`` (the encoders, the code that uses torchvision or
+transformers) imports it first. It does nothing when the compiled ops
+load (a matching torchvision build) or when torchvision is not installed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,12 @@
-"""What every ``python -m pipeline.<stage>`` entry point shares: logging and exit codes.
+"""The ``marketplace`` console script, and what every command and DVC stage shares.
+
+``marketplace <command> [args]`` (or ``python -m marketplace <command>``) runs one of the
+commands in ``COMMANDS``; ``marketplace --help`` lists them and ``marketplace <command>
+--help`` is the command's own help. Each command is a module with ``main(argv) -> int``
+(so ``python -m <module>`` keeps working); the table names modules as strings and imports
+the chosen one only, so ``marketplace --help`` loads no torch and the library imports no
+entry point statically. The DVC stages are not commands: ``dvc repro`` runs them
+(``python -m pipeline.<stage>``).
 
 Expected failures (a bad ``params.yaml``, a malformed export) end with one clear line on
 stderr and exit code 2; anything else is a bug and keeps its traceback.
@@ -6,15 +14,19 @@ stderr and exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import gc
+import importlib
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NoReturn
 
-from marketplace.config import ConfigError
+from marketplace.core.config import ConfigError
+from marketplace.core.errors import StageError
 from marketplace.data.export import MalformedExportError
-from marketplace.errors import StageError
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
@@ -67,3 +79,77 @@ def log_problems(log: logging.Logger, lines: list[str], report: str, limit: int 
         log.warning("%s", line)
     if len(lines) > limit:
         log.warning("... and %d more: every problem is listed in %s", len(lines) - limit, report)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``marketplace`` command: the module whose ``main(argv) -> int`` runs it."""
+
+    module: str
+    summary: str
+    in_checkout: bool = False  # lives beside the library (serving/, ops/), not inside it
+
+
+COMMANDS: dict[str, Command] = {
+    "sample": Command("marketplace.data.sample", "write the built-in synthetic export (data/)"),
+    "ingest": Command("marketplace.data.ingest", "import a real export into data/ (dvc add)"),
+    "promote": Command(
+        "marketplace.mlops.promotion", "move the production alias through the gate (--rollback)"
+    ),
+    "evaluate": Command(
+        "marketplace.mlops.evaluation", "score a model on an unseen export, per query kind"
+    ),
+    "monitor": Command("marketplace.mlops.monitor", "drift and live accuracy of a version"),
+    "ui": Command("marketplace.mlops.ui", "the MLflow UI on the project's tracking store"),
+    "export-live": Command(
+        "marketplace.search.export_live", "fold the live catalogue back into an export"
+    ),
+    "predict": Command("marketplace.inference", "query a registered model (category, similar)"),
+    "serve": Command("serving.__main__", "the API (uvicorn)", in_checkout=True),
+    "stack": Command("ops.stack", "the team stack: PostgreSQL, S3, MLflow (up, down, ...)", True),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    width = max(len(name) for name in COMMANDS)
+    listing = "\n".join(f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="marketplace",
+        description="Marketplace ranking: the commands beside the DVC pipeline (dvc repro).",
+        epilog=f"commands:\n{listing}\n\n`marketplace <command> --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="command")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the command's own arguments")
+    return parser
+
+
+def load_command(name: str) -> Callable[[list[str] | None], int | None]:
+    """The ``main`` of command ``name``, imported now (never at the library's import)."""
+    command = COMMANDS[name]
+    if command.in_checkout and os.getcwd() not in sys.path:
+        # serving/ and ops/ are the project's, beside src/: found from its checkout, as
+        # ``python -m`` finds them (appended, so installed packages still come first).
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(command.module)
+    except ModuleNotFoundError as exc:
+        if not command.in_checkout or exc.name != command.module.split(".")[0]:
+            raise
+        raise SystemExit(
+            f"marketplace {name}: {command.module} is not here: run it from the project's "
+            "checkout (the folder with serving/ and ops/)"
+        ) from None
+    return module.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``marketplace <command> [args]``: run one command; returns its exit code."""
+    args = _parser().parse_args(argv)
+    run_command = load_command(args.command)
+    program = sys.argv[0]
+    sys.argv[0] = f"marketplace {args.command}"  # so its argparse says `marketplace <command>`
+    try:
+        return run_command(list(args.args)) or 0
+    finally:
+        sys.argv[0] = program

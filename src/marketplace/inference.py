@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
-from marketplace.errors import InputError
-from marketplace.index import ProductIndex, branch_vectors, package_sha256, query_vector
+from marketplace.core.errors import InputError
+from marketplace.mlops.pyfunc import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.models.classifier import Encoded, ListingClassifier
 from marketplace.models.query import query_kind
-from marketplace.thumbnails import ThumbnailSet
+from marketplace.search.index import ProductIndex, branch_vectors, package_sha256, query_vector
+from marketplace.search.thumbnails import ThumbnailSet
 
 
 class ModelNotFoundError(LookupError):
@@ -131,7 +131,8 @@ class Marketplace:
         self.classifier = classifier
         self.index = index
         self.info = info
-        # Listing photos stored with the index (marketplace.thumbnails); None: an older index.
+        # Listing photos stored with the index (marketplace.search.thumbnails); None: an
+        # older index.
         self.thumbnails = thumbnails
         # The catalogue log's live listings over the index (marketplace.search.live
         # .LiveCatalogue, attached by the API at load); None: the built catalogue only.
@@ -358,7 +359,7 @@ def _stack(parts: list[Any]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m marketplace.inference``: query the registered model from the shell."""
-    from marketplace.tracking import setup_tracking
+    from marketplace.mlops.tracking import setup_tracking
 
     parser = argparse.ArgumentParser(description="Query a registered marketplace model.")
     parser.add_argument("--model", default="marketplace-combined")

@@ -1,4 +1,4 @@
-"""The committed data.dvc describes exactly what `python -m pipeline.sample` generates.
+"""The committed data.dvc describes exactly what `python -m marketplace.data.sample` generates.
 
 A fresh clone has data.dvc but no data/: `make demo` regenerates the sample, and DVC must
 find it identical to what data.dvc recorded, byte for byte, or every clone would start
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sample import generate_sample
+from marketplace.data.sample import generate_sample
 from tests.helpers import PROJECT_ROOT, make_project_copy, run
 
 

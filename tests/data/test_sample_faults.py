@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from marketplace.config import CleanTabularParams
+from marketplace.core.config import CleanTabularParams
 from marketplace.data.images import clean_export_images
-from sample import SampleFaults, generate_sample
+from marketplace.data.sample import SampleFaults, generate_sample
 from marketplace.data.tabular import CleanedTables, clean_tables
 
 

@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from tests.helpers import PROJECT_ROOT
 
 
@@ -79,13 +79,19 @@ def test_every_api_operation_is_documented(site: Path) -> None:
 
 
 def test_every_command_has_its_help(site: Path) -> None:
-    modules = _hooks().command_modules(PROJECT_ROOT)
-    assert {"pipeline.train", "pipeline.promote", "serving", "ops.stack"} <= set(modules)
-    assert "marketplace.inference" in modules
+    hooks = _hooks()
+    modules = hooks.command_modules(PROJECT_ROOT)
+    assert {"pipeline.train", "pipeline.index"} <= set(modules)
+    commands = hooks.marketplace_commands()
+    assert {"promote", "predict", "serve", "stack"} <= set(commands)
     text = _text(site, "reference/cli.html")
     for module in modules:
         assert f"<code>python -m {module}</code>" in text, module
         assert f"usage: python -m {module}" in text, module
+    assert "usage: marketplace [-h]" in text
+    for name in commands:
+        assert f"<code>marketplace {name}</code>" in text, name
+        assert f"usage: marketplace {name}" in text, name
 
 
 def test_the_pipeline_page_has_every_stage(site: Path) -> None:

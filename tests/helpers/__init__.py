@@ -32,7 +32,7 @@ from ops.stack import free_port  # one free-port helper for the stack, tests and
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "MLproject")
-PROJECT_DIRS = ("pipeline", "sample", "src")
+PROJECT_DIRS = ("pipeline", "src")
 
 
 def venv_env() -> dict[str, str]:

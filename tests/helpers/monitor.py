@@ -23,16 +23,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from marketplace.config import Params, load_params
+from marketplace.core.config import Params, load_params
 from marketplace.data.images import clean_image
 from marketplace.data.labels import LabelMap
-from marketplace.mlops.reference import Reference, build_reference
-from marketplace.models.classifier import ListingClassifier
-from marketplace.models.embedding import (
+from marketplace.features.embedding import (
     EmbeddingSet,
 )
+from marketplace.features.preprocessing import listing_text
+from marketplace.mlops.reference import Reference, build_reference
+from marketplace.models.classifier import ListingClassifier
 from marketplace.models.query import query_kind
-from marketplace.preprocessing import listing_text
 from marketplace.training.train import TrainedModel
 from tests.helpers import PROJECT_ROOT
 from tests.helpers.tiny import WORDS, embeddings, listing, train_combined

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.utils.request_utils import _cached_get_request_session
 
-from marketplace.tracking import setup_tracking
+from marketplace.mlops.tracking import setup_tracking
 from ops.stack import Stack, StackError, _bin, _pg_bin
 from tests.helpers import PROJECT_ROOT
 from tests.helpers.tiny import MODEL, catalogue, embeddings, register

@@ -13,9 +13,9 @@ import torch
 import yaml
 from PIL import Image
 
-from marketplace.index import INDEX_FORMAT, IndexMeta, ProductIndex, catalogue_vectors
-from marketplace.indexing import build_faiss
-from marketplace.models.encoders import LITE_MEAN, LITE_STD
+from marketplace.features.encoders import LITE_MEAN, LITE_STD
+from marketplace.search.build import build_faiss, catalogue_vectors
+from marketplace.search.index import INDEX_FORMAT, IndexMeta, ProductIndex
 from tests.helpers import PROJECT_ROOT
 
 BASE: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())

@@ -18,24 +18,24 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from marketplace.config import Params, load_params
+from marketplace.core.config import Params, load_params
 from marketplace.data.images import clean_image
 from marketplace.data.labels import LabelMap
-from marketplace.index import package_sha256
-from marketplace.indexing import index_catalogue
-from marketplace.models.embedding import (
+from marketplace.features.embedding import (
     EmbeddingSet,
     embed_image_files,
     embed_texts,
     image_spec,
     text_spec,
 )
-from marketplace.models.encoders import ImageEncoder, TextEncoder
-from marketplace.models.tfidf import TfidfConfig
-from marketplace.preprocessing import ImagePreprocessing, listing_text
-from marketplace.registry import INDEX_TAG, attach_index, find_version, log_and_register
-from marketplace.thumbnails import catalogue_thumbnails
-from marketplace.training.features import build_text_features, products_table
+from marketplace.features.encoders import ImageEncoder, TextEncoder
+from marketplace.features.preprocessing import ImagePreprocessing, listing_text
+from marketplace.features.tfidf import TfidfConfig
+from marketplace.mlops.registry import INDEX_TAG, attach_index, find_version, log_and_register
+from marketplace.search.build import index_catalogue
+from marketplace.search.index import package_sha256
+from marketplace.search.thumbnails import catalogue_thumbnails
+from marketplace.training.inputs import build_text_features, products_table
 from marketplace.training.train import TrainedModel, train_classifier
 from serving.settings import Settings
 from tests.helpers import PROJECT_ROOT

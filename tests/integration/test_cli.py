@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sample import generate_sample
+from marketplace.data.sample import generate_sample
 from tests.helpers import PROJECT_ROOT, make_project_copy, run, venv_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -40,7 +40,7 @@ def test_ingest_zip_updates_data_dvc_and_refuses_a_broken_export(tmp_path: Path)
     archive = shutil.make_archive(
         str(tmp_path / "export"), "zip", root_dir=tmp_path, base_dir="export"
     )
-    run([sys.executable, "-m", "pipeline.ingest", "--from", archive], project)
+    run([sys.executable, "-m", "marketplace.data.ingest", "--from", archive], project)
     (out,) = yaml.safe_load((project / "data.dvc").read_text())["outs"]
     files = sorted(p.relative_to(export) for p in export.rglob("*") if p.is_file())
     assert out["path"] == "data" and out["nfiles"] == len(files)
@@ -52,7 +52,7 @@ def test_ingest_zip_updates_data_dvc_and_refuses_a_broken_export(tmp_path: Path)
     )
 
     (export / "Images.csv").unlink()
-    result = _module(["pipeline.ingest", "--from", str(export)], project)
+    result = _module(["marketplace.data.ingest", "--from", str(export)], project)
     assert result.returncode == 2
     assert "Images.csv is missing" in result.stderr
     assert (project / "data" / "Images.csv").exists(), "the previous export is untouched"

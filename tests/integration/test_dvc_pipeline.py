@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sample import generate_sample
+from marketplace.data.sample import generate_sample
 from tests.helpers import make_project_copy, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -179,7 +179,7 @@ def test_index_travels_with_its_model_version(repo: Path) -> None:
     metrics = json.loads((repo / "metrics/index.json").read_text())
     assert metrics["queries_text"] > 0 and 0 < metrics["precision_at_10_image_text"] <= 1
     # The listing photos for the search page travel in the model version's index folder.
-    from marketplace.thumbnails import ThumbnailSet
+    from marketplace.search.thumbnails import ThumbnailSet
 
     thumbnails = ThumbnailSet.load(local / "index")
     assert thumbnails is not None and 0 < len(thumbnails) <= products
@@ -188,7 +188,7 @@ def test_index_travels_with_its_model_version(repo: Path) -> None:
 
 
 def test_promote_and_query_from_the_command_line(repo: Path) -> None:
-    result = run(["python", "-m", "pipeline.promote"], repo)
+    result = run(["python", "-m", "marketplace.mlops.promotion"], repo)
     assert "marketplace-combined@production now points to version 1" in result.stderr
     out = run(
         ["python", "-m", "marketplace.inference", "--text", "PS4 console with games", "-k", "3"],

@@ -17,14 +17,14 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from marketplace.core.db import engine
 from marketplace.data.delta import read_export
 from marketplace.data.export import validate_export
+from marketplace.data.sample import generate_sample
 from marketplace.data.tabular import clean_tables
 from marketplace.search import catalogue_schema as schema
 from marketplace.search.export_live import main
-from sample import generate_sample
 from tests.helpers import PROJECT_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -130,7 +130,7 @@ def test_the_next_export_holds_the_live_changes(setup: dict) -> None:
         "unreadable_records": 0,
         "out": "",
     }
-    validate_export(root / "next")  # pipeline.ingest accepts it
+    validate_export(root / "next")  # marketplace.data.ingest accepts it
     cleaned = clean_tables(root / "next", load_params(PROJECT_ROOT / "params.yaml").clean_tabular)
     listings = cleaned.listings.drop_duplicates("product_id").set_index("product_id")
     assert setup["deleted"] not in listings.index and "live-2" not in listings.index

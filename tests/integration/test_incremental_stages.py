@@ -18,11 +18,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from marketplace.data.delta import read_export, subset_export, write_export
-from marketplace.models.embedding import image_spec, reusable_vectors
+from marketplace.data.sample import generate_sample
+from marketplace.features.embedding import image_spec, reusable_vectors
 from pipeline import clean_images, clean_tabular, embed_images, embed_text, thumbnails
-from sample import generate_sample
 from tests.helpers import PROJECT_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -18,14 +18,14 @@ import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from marketplace.config import PromoteLiveParams, PromoteParams
+from marketplace.core.config import PromoteLiveParams, PromoteParams
 from marketplace.core.db import engine
 from marketplace.mlops import log_schema
 from marketplace.mlops.evidence import agreement, live_accuracy
 from marketplace.mlops.monitor import compare, main
-from marketplace.promotion import PromotionRefusedError, promote
-from marketplace.registry import INDEX_TAG, log_trained
-from marketplace.tracking import setup_tracking
+from marketplace.mlops.promotion import PromotionRefusedError, promote
+from marketplace.mlops.registry import INDEX_TAG, log_trained
+from marketplace.mlops.tracking import setup_tracking
 from tests.helpers import PROJECT_ROOT
 from tests.helpers.monitor import (
     World,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from marketplace.config import PromoteParams
-from marketplace.promotion import PromotionRefusedError, promote, rollback
-from marketplace.registry import INDEX_TAG
+from marketplace.core.config import PromoteParams
+from marketplace.mlops.promotion import PromotionRefusedError, promote, rollback
+from marketplace.mlops.registry import INDEX_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -155,7 +155,7 @@ def test_a_version_that_is_not_ready_is_never_promoted(
 HOLDER = """
 import sys, time
 from mlflow import MlflowClient
-from marketplace.promotion import alias_lock
+from marketplace.mlops.promotion import alias_lock
 client = MlflowClient(sys.argv[1], sys.argv[1])
 with alias_lock(client, sys.argv[2], "production", lease_s=float(sys.argv[3])):
     print(time.time(), flush=True)

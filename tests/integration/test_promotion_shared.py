@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from marketplace.config import PromoteParams
-from marketplace.promotion import PromotionRefusedError, promote, shared_gate_rows
-from marketplace.registry import INDEX_TAG, OUTCOMES_ARTIFACT, OUTCOMES_TAG
+from marketplace.core.config import PromoteParams
+from marketplace.mlops.promotion import PromotionRefusedError, promote, shared_gate_rows
+from marketplace.mlops.registry import INDEX_TAG, OUTCOMES_ARTIFACT, OUTCOMES_TAG
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

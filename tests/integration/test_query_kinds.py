@@ -3,7 +3,7 @@
 Runs the real pipeline on the built-in sample (as ``make demo`` does) in a scratch
 project, promotes the combined model, then checks what issue 11 asks of it: a photo alone
 is classified about as well as by the vision model and far above chance, a photo with its
-text is not worse than the text alone, and ``pipeline.evaluate`` scores an export nobody
+text is not worse than the text alone, and ``marketplace.mlops.evaluation`` scores an export nobody
 trained on, per kind, against a model URI and against a real uvicorn serving the model.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sample import generate_sample
+from marketplace.data.sample import generate_sample
 from tests.helpers import make_project_copy, run, running_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -34,7 +34,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["dvc", "add", "-q", "data"], root)
     # Every stage but the baselines (nothing here reads them; test_dvc_pipeline runs all).
     run(["dvc", "repro", "train_vision", "train_text", "index"], root)
-    run(["python", "-m", "pipeline.promote"], root)
+    run(["python", "-m", "marketplace.mlops.promotion"], root)
     return root
 
 
@@ -48,11 +48,12 @@ def unseen(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_report(project: Path, unseen: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``pipeline.evaluate`` of the unseen export against ``@production``, run once: the
+    """``marketplace.mlops.evaluation`` of the unseen export against ``@production``, run once: the
     output folder and what the command printed."""
     out = tmp_path_factory.mktemp("model-report")
     result = run(
-        ["python", "-m", "pipeline.evaluate", "--from", str(unseen), "--out", str(out)], project
+        ["python", "-m", "marketplace.mlops.evaluation", "--from", str(unseen), "--out", str(out)],
+        project,
     )
     return out, result.stdout
 
@@ -130,7 +131,7 @@ def test_evaluate_an_unseen_export_against_the_registered_model(
         [
             "python",
             "-m",
-            "pipeline.evaluate",
+            "marketplace.mlops.evaluation",
             "--from",
             archive,
             "--no-mlflow",
@@ -151,7 +152,7 @@ def test_evaluate_an_unseen_export_against_a_running_api(
     with running_api(f"sqlite:///{project / 'mlflow.db'}") as base:
         run(
             [
-                "python", "-m", "pipeline.evaluate", "--from", str(unseen),
+                "python", "-m", "marketplace.mlops.evaluation", "--from", str(unseen),
                 "--out", str(tmp_path / "api"), "--url", base,
             ],
             project,

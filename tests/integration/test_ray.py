@@ -23,15 +23,16 @@ import torch
 import yaml
 from PIL import Image, ImageDraw
 
-from marketplace.config import load_params
+from marketplace.compute.ray import runner
+from marketplace.core.config import load_params
 from marketplace.data.images import clean_export_images
 from marketplace.data.labels import LabelMap
-from marketplace.models.embedding import (
+from marketplace.features.embedding import (
     EmbeddingSet,
     stream_catalogue_images,
     stream_catalogue_texts,
 )
-from marketplace.ray_compute import runner
+from marketplace.search.build import precompute_neighbours
 from marketplace.training.distributed import fit_function
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT, ray_cluster
@@ -134,8 +135,8 @@ def test_neighbour_lists_in_shards_on_ray_equal_the_local_ones(
     for key, value in cluster.items():
         monkeypatch.setenv(key, value)
     index = toy_index("IVF4,Flat", n=40)
-    local = index.precompute_neighbours(5)
-    remote = index.precompute_neighbours(5, runner(RAY.model_copy(update={"batch_size": 7})))
+    local = precompute_neighbours(index, 5)
+    remote = precompute_neighbours(index, 5, runner(RAY.model_copy(update={"batch_size": 7})))
     assert remote.meta == local.meta
     for position in range(len(index)):  # the same lists; near-ties may swap (float noise)
         got, want = remote.neighbours(position, 5), local.neighbours(position, 5)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from marketplace.data.images import clean_image_files, index_image_files
 from marketplace.data.schema import ROOT_CATEGORIES
 from marketplace.data.tabular import CleanedTables, clean_tables

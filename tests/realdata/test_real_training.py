@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from marketplace.data.images import clean_export_images
 from marketplace.data.split import split_products
 from marketplace.data.tabular import clean_tables
-from marketplace.models.embedding import stream_catalogue_images, stream_catalogue_texts
-from marketplace.models.tfidf import TfidfConfig
-from marketplace.training.features import build_text_features, products_table
+from marketplace.features.embedding import stream_catalogue_images, stream_catalogue_texts
+from marketplace.features.tfidf import TfidfConfig
+from marketplace.training.inputs import build_text_features, products_table
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import mlflow
 import pytest
 
-from marketplace.tracking import setup_tracking
+from marketplace.mlops.tracking import setup_tracking
 from tests.helpers.tiny import MODEL, Registry, catalogue, embeddings, register
 
 

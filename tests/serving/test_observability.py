@@ -74,7 +74,7 @@ def test_request_id_is_echoed_and_logged(
 def test_a_bug_in_the_model_is_a_500_with_its_request_id_not_a_client_error(
     client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from marketplace.errors import InputError
+    from marketplace.core.errors import InputError
 
     market = client.app.state.holder.current  # type: ignore[attr-defined]
     app = create_app(client.app.state.settings, loader=lambda: market)  # type: ignore[attr-defined]

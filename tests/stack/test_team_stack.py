@@ -146,8 +146,8 @@ def _promote_one(version: str, uri: str, start_at: float) -> str:
     """One promoter (a forked process): ``promoted <version>`` or ``refused <why>``."""
     from mlflow.utils.request_utils import _cached_get_request_session
 
-    from marketplace.config import PromoteParams
-    from marketplace.promotion import PromotionRefusedError, promote
+    from marketplace.core.config import PromoteParams
+    from marketplace.mlops.promotion import PromotionRefusedError, promote
 
     _cached_get_request_session.cache_clear()
     gate = PromoteParams(
@@ -164,8 +164,8 @@ def _promote_one(version: str, uri: str, start_at: float) -> str:
 def test_concurrent_promotions_leave_one_consistent_history(stack: Stack) -> None:
     import json
 
-    from marketplace.config import PromoteParams
-    from marketplace.promotion import PromotionRefusedError, alias_lock, promote
+    from marketplace.core.config import PromoteParams
+    from marketplace.mlops.promotion import PromotionRefusedError, alias_lock, promote
 
     client = MlflowClient(stack.tracking_uri)
     client.create_registered_model("race")
@@ -211,7 +211,7 @@ def test_s3_down_during_log_model_registers_nothing(
     remote: Remote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The artifact store fails mid-stage: a clear error, and no version without artifacts."""
-    from marketplace.errors import StageError
+    from marketplace.core.errors import StageError
     from tests.helpers.tiny import register
 
     client = MlflowClient(remote.stack.tracking_uri)

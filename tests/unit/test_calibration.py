@@ -9,7 +9,7 @@ from scipy import sparse
 
 from marketplace.models.query import QUERY_KINDS, kind_slug, query_kind
 from marketplace.training.calibration import fit_temperature
-from marketplace.training.features import SplitData, concat_views, query_views
+from marketplace.training.inputs import SplitData, concat_views, query_views
 from marketplace.training.metrics import classification_metrics, expected_calibration_error
 
 

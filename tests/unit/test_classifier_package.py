@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from marketplace.data.labels import LabelMap
+from marketplace.features.tfidf import HashedTfidf, TfidfConfig
+from marketplace.mlops.registry import signature
 from marketplace.models.classifier import ClassifierPackage, ListingClassifier
 from marketplace.models.heads import TextClassifier
-from marketplace.models.tfidf import HashedTfidf, TfidfConfig
-from marketplace.registry import signature
 
 TEXTS = ["oak desk with drawers", "ps4 console and games", "baby pram, good condition"]
 

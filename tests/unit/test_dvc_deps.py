@@ -4,7 +4,7 @@ is covered by the stage's ``deps``, so editing it reruns the stage.
 A stage's import closure starts at the module its ``cmd`` runs (``python -m pipeline.x``)
 and follows every ``import`` of project code (``pipeline/`` and ``src/``), including the
 lazy ones inside functions: a stage may run them (fine-tuning, for one, imports
-``models.finetune`` only when enabled). Imports under ``if TYPE_CHECKING:`` never run and
+``models.finetunable`` only when enabled). Imports under ``if TYPE_CHECKING:`` never run and
 are skipped. A package's ``__init__.py`` runs whenever one of its modules is imported, so
 it counts, unless it is inert (no imports, functions or classes: a docstring and
 metadata such as ``__version__``). A module is covered by a dep naming its file or any
@@ -32,15 +32,15 @@ PROJECT_PACKAGES = ("marketplace", "pipeline")
 OUTPUT_NEUTRAL = {
     # The schema of params.yaml: every key is required (no defaults), and DVC tracks the
     # values themselves as each stage's params; the schema can only refuse a file.
-    "src/marketplace/config.py",
+    "src/marketplace/core/config.py",
     "src/marketplace/cli.py",  # logging set-up and exit codes
-    "src/marketplace/errors.py",  # exception classes
-    "src/marketplace/tracking.py",  # MLflow run tags and grouping, not DVC outs
-    "src/marketplace/artifacts.py",  # names inside the MLflow model, not DVC outs
+    "src/marketplace/core/errors.py",  # exception classes
+    "src/marketplace/mlops/tracking.py",  # MLflow run tags and grouping, not DVC outs
+    "src/marketplace/mlops/pyfunc.py",  # the MLflow model's code and names: registry content
     # Where a stage's own per-batch function runs (here, or on Ray with compute.backend: ray):
     # the same files either way (tests/integration/test_ray.py), so `compute` is no param.
-    "src/marketplace/compute.py",
-    "src/marketplace/ray_compute.py",
+    "src/marketplace/compute/batches.py",
+    "src/marketplace/compute/ray.py",
     # What a training run logs to MLflow beside its model (the version's card, the drift
     # monitor's reference): registry content, never a DVC out.
     "src/marketplace/mlops/model_card.py",
@@ -145,15 +145,16 @@ def test_stage_deps_cover_its_import_closure(name: str) -> None:
 
 def test_the_closure_follows_lazy_imports_and_skips_type_checking_ones() -> None:
     closure = {p.relative_to(PROJECT_ROOT).as_posix() for p in import_closure("pipeline.train")}
-    assert "src/marketplace/models/finetune.py" in closure  # through training.finetune
-    assert "src/marketplace/models/bert.py" in closure  # lazy, inside TextEncoder
-    assert "src/marketplace/models/__init__.py" in closure  # the torchvision shim runs
+    assert "src/marketplace/models/finetunable.py" in closure  # through training.finetune
+    assert "src/marketplace/features/bert.py" in closure  # lazy, inside TextEncoder
+    assert "src/marketplace/features/__init__.py" in closure  # the torchvision shim runs
     assert "src/marketplace/__init__.py" not in closure  # inert
+    assert "src/marketplace/models/__init__.py" not in closure  # inert
     index = {p.relative_to(PROJECT_ROOT).as_posix() for p in import_closure("pipeline.index")}
     assert "src/marketplace/training/train.py" not in index  # registry's TYPE_CHECKING import
 
 
 def test_a_missing_dep_is_reported() -> None:
     stage = dict(STAGES["train_text"])
-    stage["deps"] = [d for d in stage["deps"] if not d.startswith("src/marketplace/models")]
-    assert "src/marketplace/models/bert.py" in uncovered(stage)
+    stage["deps"] = [d for d in stage["deps"] if not d.startswith("src/marketplace/features")]
+    assert "src/marketplace/features/bert.py" in uncovered(stage)

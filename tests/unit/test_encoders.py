@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from marketplace.config import ImageEncoderName
-from marketplace.models.embedding import EmbeddingSet, embed_image_files, embed_texts
-from marketplace.models.encoders import IMAGE_BACKBONES, ImageEncoder, TextEncoder, mean_pool
-from marketplace.preprocessing import ImagePreprocessing, listing_text
+from marketplace.core.config import ImageEncoderName
+from marketplace.features.embedding import EmbeddingSet, embed_image_files, embed_texts
+from marketplace.features.encoders import IMAGE_BACKBONES, ImageEncoder, TextEncoder, mean_pool
+from marketplace.features.preprocessing import ImagePreprocessing, listing_text
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +162,8 @@ def test_plain_torch_bert_matches_transformers(minilm: TextEncoder) -> None:
     """The packaged MiniLM runs on models/bert.py; transformers' BertModel agrees with it."""
     from transformers import AutoModel, AutoTokenizer
 
-    from marketplace.models.bert import BertModel
-    from marketplace.models.encoders import packaged_minilm_dir
+    from marketplace.features.bert import BertModel
+    from marketplace.features.encoders import packaged_minilm_dir
 
     assert isinstance(minilm.transformer, BertModel)
     folder = packaged_minilm_dir()

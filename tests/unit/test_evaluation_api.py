@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from marketplace.evaluation import Query, api_predictor
+from marketplace.mlops.evaluation import Query, api_predictor
 
 
 class _Predict(BaseHTTPRequestHandler):

@@ -16,15 +16,15 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from marketplace.data.labels import LabelMap
+from marketplace.features.embedding import EmbeddingSet
+from marketplace.features.encoders import ImageEncoder, TextEncoder
+from marketplace.features.tfidf import HashedTfidf, TfidfConfig
 from marketplace.models.classifier import ClassifierPackage, ListingClassifier
-from marketplace.models.embedding import EmbeddingSet
-from marketplace.models.encoders import ImageEncoder, TextEncoder
 from marketplace.models.heads import MLPHead, TextClassifier
-from marketplace.models.tfidf import HashedTfidf, TfidfConfig
-from marketplace.training.features import SplitData
 from marketplace.training.finetune import IMAGE_PREFIX, TEXT_PREFIX, finetune_text, finetune_vision
+from marketplace.training.inputs import SplitData
 from marketplace.training.loop import predict_proba
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT

@@ -8,12 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marketplace.index import (
+from marketplace.search.build import (
+    build_faiss,
+    precision_at_k,
+    precompute_neighbours,
+    save_index,
+    tune_text_weight,
+    with_text_weight,
+)
+from marketplace.search.index import (
     IndexMismatchError,
     ProductIndex,
     query_vector,
 )
-from marketplace.indexing import build_faiss, precision_at_k, tune_text_weight
 from tests.helpers.synthetic import HALF, toy_index
 
 
@@ -31,7 +38,7 @@ def test_query_vectors_live_in_their_half() -> None:
 
 
 def test_product_query_weights_only_products_with_a_photo() -> None:
-    index = toy_index().with_text_weight(0.7)
+    index = with_text_weight(toy_index(), 0.7)
     with_photo, without = index.vector(1), index.vector(0)  # every fourth has no photo
     assert np.allclose(index.product_query(1)[:HALF], 0.7 * with_photo[:HALF])
     assert np.allclose(index.product_query(1)[HALF:], 0.3 * with_photo[HALF:])
@@ -79,7 +86,7 @@ def test_ivf_needs_enough_vectors() -> None:
 
 def test_round_trip_and_refusing_another_model(tmp_path: Path) -> None:
     index = toy_index()
-    index.save(tmp_path)
+    save_index(index, tmp_path)
     loaded = ProductIndex.load(tmp_path, model_version="3", package_sha="abc")
     assert len(loaded) == len(index) and loaded.record(1) == index.record(1)
     assert np.allclose(loaded.vector(7), index.vector(7))
@@ -91,7 +98,7 @@ def test_round_trip_and_refusing_another_model(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW8", "IVF4,SQ8"])
 def test_precomputed_neighbours_are_the_search_results(factory: str, tmp_path: Path) -> None:
-    index = toy_index(factory).with_text_weight(0.6).precompute_neighbours(12)
+    index = precompute_neighbours(with_text_weight(toy_index(factory), 0.6), 12)
     assert index.meta.neighbours == 12
     for position in range(len(index)):
         searched = index.search(index.product_query(position), 12, exclude=position)
@@ -100,7 +107,7 @@ def test_precomputed_neighbours_are_the_search_results(factory: str, tmp_path: P
         assert [p for p, _ in stored] == [p for p, _ in searched]
         assert np.allclose([s for _, s in stored], [s for _, s in searched], atol=1e-5)
     assert index.neighbours(0, 13) is None  # deeper than precomputed: the caller searches
-    index.save(tmp_path)
+    save_index(index, tmp_path)
     loaded = ProductIndex.load(tmp_path)
     assert loaded.meta.text_weight == 0.6
     assert loaded.neighbours(5, 4) == index.neighbours(5, 4)
@@ -108,7 +115,7 @@ def test_precomputed_neighbours_are_the_search_results(factory: str, tmp_path: P
 
 def test_an_index_without_the_newer_fields_still_loads(tmp_path: Path) -> None:
     index = toy_index()
-    index.save(tmp_path)
+    save_index(index, tmp_path)
     raw = json.loads((tmp_path / "index.json").read_text())
     del raw["text_weight"], raw["neighbours"]
     raw["built_at"] = "2026-11-20T10:00:00Z"  # format 1 indexes recorded their build time
@@ -122,7 +129,7 @@ def test_text_weight_is_chosen_by_precision_on_the_given_products() -> None:
     ids = [f"p{i}" for i in range(60)]
     tuned, figures = tune_text_weight(index, ids, 5, [0.5, 0.9])
     precision = {
-        w: precision_at_k(index.with_text_weight(w), list(range(60)), 5, "image+text")[0]
+        w: precision_at_k(with_text_weight(index, w), list(range(60)), 5, "image+text")[0]
         for w in (0.5, 0.9)
     }
     assert precision[0.9] > precision[0.5]

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marketplace.io import RowBlocks, write_npz
-from marketplace.models.embedding import EmbeddingSet, EmbeddingStream
+from marketplace.core.io import RowBlocks, write_npz
+from marketplace.features.embedding import EmbeddingSet, EmbeddingStream
 
 ARRAYS = {
     "vectors": np.arange(12, dtype=np.float32).reshape(3, 4),

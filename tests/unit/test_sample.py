@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from marketplace.data import sample as sample_cli
+from marketplace.data.sample import SampleFaults, generate_sample
 from marketplace.data.schema import (
     CATEGORY_SEPARATOR,
     IMAGE_COLUMNS,
@@ -27,8 +29,6 @@ from marketplace.data.schema import (
     PRODUCTS_FILE,
     ROOT_CATEGORIES,
 )
-from pipeline import sample as sample_cli
-from sample import SampleFaults, generate_sample
 
 PER_CATEGORY = 4
 PRICE_RE = re.compile(r"^£[\d,]+\.\d\d$")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.config import CleanTabularParams
+from marketplace.core.config import CleanTabularParams
 from marketplace.data.export import MalformedExportError, read_export_csv
 from marketplace.data.schema import IMAGE_COLUMNS, PRODUCT_COLUMNS
 from marketplace.data.tabular import (

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from marketplace.training.features import SplitData
+from marketplace.training.inputs import SplitData
 from marketplace.training.train import evaluate_by_kind
 
 

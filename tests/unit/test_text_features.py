@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from marketplace.config import load_params
+from marketplace.core.config import load_params
 from marketplace.data.labels import LabelMap
-from marketplace.models.embedding import EmbeddingSet
-from marketplace.models.tfidf import HashedTfidf, TfidfConfig
-from marketplace.training.features import TextFeatures, build_text_features, products_table
+from marketplace.features.embedding import EmbeddingSet
+from marketplace.features.tfidf import HashedTfidf, TfidfConfig
+from marketplace.training.inputs import TextFeatures, build_text_features, products_table
 from marketplace.training.train import train_classifier
 from tests.helpers import PROJECT_ROOT
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from marketplace.config import ConfigError, params_from_dict
-from marketplace.thumbnails import (
+from marketplace.core.config import ConfigError, params_from_dict
+from marketplace.search.thumbnails import (
     THUMBNAILS_DATA,
     THUMBNAILS_META,
     ThumbnailSet,

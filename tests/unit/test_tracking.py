@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.config import load_params
-from marketplace.tracking import data_version, flatten, pipeline_key, tracking_uri
+from marketplace.core.config import load_params
+from marketplace.mlops.tracking import data_version, flatten, pipeline_key, tracking_uri
 from tests.helpers import PROJECT_ROOT
 
 

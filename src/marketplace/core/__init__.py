@@ -1,1 +1,1 @@
-"""Infrastructure every layer may use: the live databases (``db``)."""
+"""Infrastructure every layer may use: typed params, errors, I/O, paths and databases."""

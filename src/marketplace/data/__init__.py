@@ -1,0 +1,1 @@
+"""The raw export: its schema, ingest, cleaning, splits and the built-in synthetic sample."""

@@ -32,7 +32,7 @@ from marketplace.data.schema import (
     PRODUCT_COLUMNS,
     PRODUCTS_FILE,
 )
-from marketplace.io import replace_dir
+from marketplace.core.io import replace_dir
 
 Record = dict[str, str]
 

@@ -24,11 +24,11 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from marketplace.compute import Runner, stream_batches
+from marketplace.compute.batches import Runner, stream_batches
 from marketplace.data.export import read_export_csv
 from marketplace.data.schema import IMAGE_COLUMNS, IMAGE_EXTENSIONS, IMAGES_DIR, IMAGES_FILE
-from marketplace.errors import InputError
-from marketplace.io import file_sha256, read_json_or_none, write_json
+from marketplace.core.errors import InputError
+from marketplace.core.io import file_sha256, read_json_or_none, write_json
 
 # Pillow's own decompression-bomb limit (~179 Mpx): reused, but raised as an error.
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
@@ -209,7 +209,7 @@ def clean_image_files(
     Runs on ``workers`` processes (0 = one per core); decoding and resizing are CPU-bound
     and release the GIL only in part, so processes beat threads. Results come back in the
     order of ``image_ids``. Missing, corrupt and non-image files yield a result with the
-    reason instead of raising. With a ``runner`` (``marketplace.ray_compute``) the same
+    reason instead of raising. With a ``runner`` (``marketplace.compute.ray``) the same
     ``_clean_one`` runs on Ray workers instead of ``workers`` processes.
     """
     ids = list(dict.fromkeys(image_ids))

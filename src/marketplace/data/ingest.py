@@ -5,10 +5,16 @@ the new export first (refusing a malformed one with a clear message), builds the
 ``data/`` beside the old one and swaps it in, then ``dvc add data`` updates ``data.dvc``.
 The previous export stays in the DVC cache, so ``git checkout`` + ``dvc checkout`` of
 an older ``data.dvc`` brings it back.
+
+The command (``marketplace ingest``, or ``python -m marketplace.data.ingest``)::
+
+    marketplace ingest --from path/to/export        # a folder
+    marketplace ingest --from path/to/export.zip    # or a zip of one
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 import subprocess
@@ -16,6 +22,9 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from marketplace.cli import exit_process, run
+from marketplace.core.io import replace_dir
+from marketplace.core.paths import DATA_DIR
 from marketplace.data.export import (
     ExportSummary,
     MalformedExportError,
@@ -23,7 +32,6 @@ from marketplace.data.export import (
     validate_export,
 )
 from marketplace.data.schema import IMAGES_DIR, IMAGES_FILE, PRODUCTS_FILE
-from marketplace.io import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +94,39 @@ def dvc_track(path: Path) -> None:
     )
     if result.returncode != 0:
         raise RuntimeError(f"dvc add {path} failed: {result.stderr.strip() or result.stdout}")
+
+
+# The command line ------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=Path,
+        help="export folder or .zip with Products.csv, Images.csv, images/",
+    )
+    parser.add_argument("--data", type=Path, default=DATA_DIR, help="raw data folder (data/)")
+    parser.add_argument("--no-dvc", action="store_true", help="copy only; skip `dvc add`")
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        summary = ingest_export(args.source, args.data)
+        log.info(
+            "imported %d products, %d image rows, %d image files into %s",
+            summary.products,
+            summary.image_rows,
+            summary.image_files,
+            args.data,
+        )
+        if not args.no_dvc:
+            dvc_track(args.data)
+            log.info("updated %s.dvc: commit it with git to record this export", args.data)
+
+    return run(body, "marketplace.data.ingest")
+
+
+if __name__ == "__main__":
+    exit_process(main())

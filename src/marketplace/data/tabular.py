@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from marketplace.config import CleanTabularParams
+from marketplace.core.config import CleanTabularParams
 from marketplace.data.export import Action, Issue, MalformedExportError, read_export_csv
 from marketplace.data.labels import LabelMap
 from marketplace.data.schema import (

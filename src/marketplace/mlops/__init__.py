@@ -1,1 +1,1 @@
-"""Operating models in production: the prediction log and its feedback."""
+"""Operating models: tracking, registry, pyfunc, promotion, evaluation and monitoring."""

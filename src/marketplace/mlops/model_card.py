@@ -163,7 +163,7 @@ def refresh_links(client: Any, name: str, version: str) -> None:
 def card_inputs(model_kind: str, params: Any, listings: Any, splits: dict[str, list[str]]):
     """The card's ``data`` counts and the ``params`` that matter for a ``model_kind``
     classifier trained on ``listings`` (the cleaned table) with ``splits``."""
-    from marketplace.tracking import flatten
+    from marketplace.mlops.tracking import flatten
 
     head = getattr(params.train, model_kind)
     chosen: dict[str, Any] = {f"train.{model_kind}": head, "train.seed": params.train.seed}

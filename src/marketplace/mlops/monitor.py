@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from marketplace.config import MonitorParams
+from marketplace.core.config import MonitorParams
 from marketplace.mlops.evidence import Agreement, LiveAccuracy
 from marketplace.mlops.log_schema import predictions
 from marketplace.mlops.reference import Reference
@@ -470,8 +470,8 @@ def log_run(result: MonitorResult, files: list[Path], version: Any) -> str:
     from mlflow import MlflowClient
 
     from marketplace.mlops.model_card import refresh_links
-    from marketplace.registry import NotRegisteredError, logged_model_id
-    from marketplace.tracking import standard_tags
+    from marketplace.mlops.registry import NotRegisteredError, logged_model_id
+    from marketplace.mlops.tracking import standard_tags
 
     try:
         model_id: str | None = logged_model_id(version)
@@ -550,12 +550,12 @@ def main(argv: list[str] | None = None) -> int:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from marketplace.config import load_params
+        from marketplace.core.config import load_params
         from marketplace.core.db import default_url, engine, redacted
-        from marketplace.errors import StageError
+        from marketplace.core.errors import StageError
         from marketplace.mlops.log_schema import create
         from marketplace.mlops.reference import NoReferenceError, load_reference
-        from marketplace.tracking import setup_tracking
+        from marketplace.mlops.tracking import setup_tracking
 
         params = load_params(args.params)
         name = getattr(params.registry, args.kind)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketplace.preprocessing import listing_text
+from marketplace.features.preprocessing import listing_text
 
 ARTIFACT = "monitor_reference"  # folder in the training run's artifacts
 _ARRAYS = "reference.npz"
@@ -114,7 +114,7 @@ def build_reference(
 
     ``listings`` is the cleaned table (one row per photo; ``label``, ``title``,
     ``description``, ``image_id``); ``images``/``texts`` are the cached embedding sets
-    (``models.embedding.EmbeddingSet``) the model was trained on, or ``None`` where the
+    (``features.embedding.EmbeddingSet``) the model was trained on, or ``None`` where the
     kind does not read them; ``val_by_kind`` is ``TrainedModel.val_by_kind``.
     """
     rng = np.random.default_rng(seed)

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from marketplace.errors import StageError
+from marketplace.core.errors import StageError
 
 LEASE_S = 60.0  # a promotion takes seconds; a dead holder blocks others at most this long
 SOURCE = "lock:/ticket"  # a model version needs a source; a ticket has no artifacts

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from marketplace.tracking import DEFAULT_ARTIFACTS, EXPERIMENT, tracking_uri
+from marketplace.mlops.tracking import DEFAULT_ARTIFACTS, EXPERIMENT, tracking_uri
 
 LANDING = "workflowType=machine_learning"
 
@@ -53,7 +53,7 @@ def ui_command(uri: str, artifacts: Path, host: str, port: int) -> tuple[list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m marketplace.mlops.ui", description=__doc__)
+    parser = argparse.ArgumentParser(prog="marketplace ui", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)

@@ -1,7 +1,1 @@
-"""Encoders and classifiers.
-
-Importing this package first defines torchvision's missing op schemas where its compiled
-ops do not load, so ``torchvision`` and ``transformers`` import cleanly on CPU torch.
-"""
-
-from marketplace import _torchvision_compat  # noqa: F401  (must precede any torchvision import)
+"""Models: the classifier architectures, heads and packages (encoders: see features)."""

@@ -24,19 +24,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from marketplace.data.labels import LabelMap
-from marketplace.models.embedding import inference_context
-from marketplace.models.encoders import (
+from marketplace.features.embedding import inference_context
+from marketplace.features.encoders import (
     ImageEncoder,
     TextEncoder,
     load_encoder_state,
     shared_image_encoder,
     shared_text_encoder,
 )
+from marketplace.features.preprocessing import ImagePreprocessing, listing_text
+from marketplace.features.tfidf import HashedTfidf, TfidfConfig
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
 from marketplace.models.price import PriceScaler
 from marketplace.models.query import query_kind
-from marketplace.models.tfidf import HashedTfidf, TfidfConfig
-from marketplace.preprocessing import ImagePreprocessing, listing_text
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -230,7 +230,7 @@ class ListingClassifier:
         """Encoder embeddings of photos (zeros where ``None``) and a has-image flag.
 
         A photo that comes more than once (a listing asked as photo alone and with its
-        text, as ``pipeline.evaluate`` does) goes through the encoder once."""
+        text, as ``marketplace.mlops.evaluation`` does) goes through the encoder once."""
         assert self.image_encoder is not None and self.preprocessing is not None
         present = [i for i, image in enumerate(images) if image is not None]
         out = torch.zeros(len(images), self.image_encoder.embedding_dim)

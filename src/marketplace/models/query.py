@@ -7,7 +7,7 @@ gated and served on its own: an average over kinds would hide a broken one.
 
 from __future__ import annotations
 
-from marketplace.errors import InputError
+from marketplace.core.errors import InputError
 
 QUERY_KINDS = ("image", "text", "image+text")
 

@@ -1,1 +1,1 @@
-"""Similar products at serve time: the catalogue's live changes on top of the built index."""
+"""Similar products: building the FAISS index, serving it, and the live catalogue on top."""

@@ -1,7 +1,7 @@
 """The pipeline's way back: the catalogue log's changes folded into the next export.
 
     python -m marketplace.search.export_live --out ../next-export        # data/ + the log
-    python -m pipeline.ingest --from ../next-export && dvc repro          # train on it
+    python -m marketplace.data.ingest --from ../next-export && dvc repro          # train on it
     python -m marketplace.search.export_live compact --upto 1234          # once promoted
 
 ``export`` reads the current export (``--export``, default ``data/``) and the changes the
@@ -45,9 +45,9 @@ import sqlalchemy as sa
 from PIL import Image, UnidentifiedImageError
 
 from marketplace.core.db import default_url, engine, redacted
+from marketplace.core.errors import StageError
 from marketplace.data.delta import Record, read_export, write_export
 from marketplace.data.schema import CATEGORY_SEPARATOR, PRODUCT_COLUMNS
-from marketplace.errors import StageError
 from marketplace.search.catalogue_schema import changes
 
 log = logging.getLogger("marketplace.search.export_live")
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             args.summary.write_text(json.dumps(asdict(summary), indent=2) + "\n")
         log.info(
             "%s: %d added, %d changed, %d deleted (%d unchanged) from %d log rows up to seq %d;"
-            " next: python -m pipeline.ingest --from %s && dvc repro",
+            " next: python -m marketplace.data.ingest --from %s && dvc repro",
             summary.out,
             summary.added,
             summary.changed,

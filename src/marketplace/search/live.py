@@ -1,6 +1,6 @@
 """Live listings on top of the registry's index: what the API's similar products search.
 
-The built index (``marketplace.index.ProductIndex``) is frozen when the pipeline builds it.
+The built index (``marketplace.search.index.ProductIndex``) is frozen when the pipeline builds it.
 ``LiveCatalogue`` lays the catalogue log (``marketplace.search.catalogue``) over it:
 
 - a listing put or deleted through the API **hides** its built position (a FAISS
@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from marketplace.data.images import ImageError
-from marketplace.index import branch_vectors
+from marketplace.features.preprocessing import listing_text
 from marketplace.models.classifier import Encoded
-from marketplace.preprocessing import listing_text
 from marketplace.search.catalogue import PUT, CatalogueLog, Change, fold, sha256
+from marketplace.search.index import branch_vectors
 
 if TYPE_CHECKING:
     from marketplace.inference import Filters, Marketplace

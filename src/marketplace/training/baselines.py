@@ -20,7 +20,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.svm import SVC
 
-from marketplace.config import BaselinesParams
+from marketplace.core.config import BaselinesParams
 
 
 @dataclass(frozen=True)

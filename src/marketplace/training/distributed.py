@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from marketplace.config import ComputeParams
-from marketplace.ray_compute import ray_session
+from marketplace.compute.ray import ray_session
+from marketplace.core.config import ComputeParams
 from marketplace.training.loop import Augment, Batch, FitConfig, FitFunction, FitResult, fit
 
 

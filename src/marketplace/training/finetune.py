@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from marketplace.config import TextHeadParams, VisionHeadParams
-from marketplace.models.encoders import ImageEncoder, TextEncoder
-from marketplace.models.finetune import PixelClassifier, TokenClassifier
-from marketplace.preprocessing import ImagePreprocessing
-from marketplace.training.features import SplitData
+from marketplace.core.config import TextHeadParams, VisionHeadParams
+from marketplace.features.encoders import ImageEncoder, TextEncoder
+from marketplace.features.preprocessing import ImagePreprocessing
+from marketplace.models.finetunable import PixelClassifier, TokenClassifier
+from marketplace.training.inputs import SplitData
 from marketplace.training.loop import FitConfig, FitFunction, FitResult, fit
 
 IMAGE_PREFIX = "image_encoder."
@@ -90,7 +90,7 @@ class PhotoAugmentation:
 
     def __call__(self, batch: list[Any], rows: np.ndarray) -> list[Any]:
         if self._transform is None:
-            from torchvision.transforms import v2  # after marketplace.models' torchvision shim
+            from torchvision.transforms import v2  # after marketplace.features' torchvision shim
 
             self._transform = v2.Compose(
                 [

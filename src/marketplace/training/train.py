@@ -18,16 +18,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from marketplace.config import HeadParams, TrainParams
+from marketplace.core.config import HeadParams, TrainParams
 from marketplace.data.labels import LabelMap
+from marketplace.features.embedding import EmbeddingSet
+from marketplace.features.tfidf import HashedTfidf
 from marketplace.models.classifier import ClassifierPackage
-from marketplace.models.embedding import EmbeddingSet
 from marketplace.models.heads import CombinedClassifier, MLPHead, TextClassifier
 from marketplace.models.price import PriceScaler
 from marketplace.models.query import kind_slug
-from marketplace.models.tfidf import HashedTfidf
 from marketplace.training.calibration import fit_temperature
-from marketplace.training.features import (
+from marketplace.training.finetune import Finetuned, finetune_text, finetune_vision
+from marketplace.training.inputs import (
     SplitData,
     TextFeatures,
     combined_data,
@@ -37,7 +38,6 @@ from marketplace.training.features import (
     text_data,
     vision_data,
 )
-from marketplace.training.finetune import Finetuned, finetune_text, finetune_vision
 from marketplace.training.loop import FitConfig, FitFunction, fit, predict_logits
 from marketplace.training.metrics import classification_metrics, per_class_report
 
@@ -58,7 +58,7 @@ class TrainedModel:
     val_by_kind: dict[str, np.ndarray] = field(default_factory=dict)
     # One row per (test product, query kind): whether it was classified right. Logged with
     # the version so that the promotion gate can score two versions on the test products
-    # they share (``marketplace.promotion``).
+    # they share (``marketplace.mlops.promotion``).
     test_outcomes: pd.DataFrame | None = None
 
 

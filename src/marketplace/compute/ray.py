@@ -2,7 +2,7 @@
 
 Ray Data streams a stage's items to an actor pool; each actor calls the stage's ``make``
 once (one encoder or index per worker) and the same per-batch function as the in-process
-path (``marketplace.compute``) on each batch. The dataset runs with ``preserve_order``, so
+path (``marketplace.compute.batches``) on each batch. The dataset runs with ``preserve_order``, so
 batches come back to the driver in input order and one at a time (rows carry their position,
 checked on arrival): a stage writes them as they come, and the driver holds one batch
 (the object store holds the ones that finished early), not every result. The stage writes
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from marketplace.compute import BatchFunction, Runner
-from marketplace.config import ComputeParams
+from marketplace.compute.batches import BatchFunction, Runner
+from marketplace.core.config import ComputeParams
 
 
 def runner(compute: ComputeParams) -> Runner | None:

@@ -1,17 +1,29 @@
 """Scoring a model on an export nobody trained on, query kind by query kind.
 
-``pipeline.evaluate`` reads an export (the usual ``Products.csv``, ``Images.csv`` and
+``marketplace.mlops.evaluation`` reads an export (the usual ``Products.csv``, ``Images.csv`` and
 ``images/``), turns each product into the queries a client would send (its photo alone,
 its text alone, both), asks a registered model version or a running API for the category,
 and reports accuracy, macro-F1, top-3, log-loss and calibration error per query kind. The
 same cleaning code as the pipeline reads the tables, so a bad row or photo is reported
 with its reason and skipped, never silently dropped.
+
+The command (``marketplace evaluate``, or ``python -m marketplace.mlops.evaluation``)::
+
+    marketplace evaluate --from path/to/export      # the production combined model
+    marketplace evaluate --from export.zip --model models:/marketplace-vision/3
+    marketplace evaluate --from path/to/export --url http://127.0.0.1:8000
+
+The report (``--out``: metrics.json, predictions.csv, issues.csv); the run is linked to the
+model version it scored (MLflow 3's logged model), and the version is tagged with it. Not a
+DVC stage: its input is outside the project.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +32,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketplace.compute import chunks
-from marketplace.config import CleanTabularParams
+from marketplace.cli import exit_process, run
+from marketplace.compute.batches import chunks
+from marketplace.core.config import CleanTabularParams
 from marketplace.data.export import Issue
 from marketplace.data.images import ImageError, decode_image
 from marketplace.data.schema import IMAGES_DIR
 from marketplace.data.tabular import clean_tables
+from marketplace.features.preprocessing import listing_text
 from marketplace.models.query import QUERY_KINDS, kind_slug
-from marketplace.preprocessing import listing_text
 from marketplace.training.metrics import classification_metrics
 
-log = logging.getLogger("marketplace.evaluation")
+log = logging.getLogger("marketplace.mlops.evaluation")
 
 # The API answers at most this many listings per request; the model path batches more.
 MODEL_BATCH = 32
@@ -294,8 +307,8 @@ def evaluate_export(
     from mlflow import MlflowClient
 
     from marketplace.data.ingest import find_export_root, safe_extract
-    from marketplace.registry import logged_model_id
-    from marketplace.tracking import setup_tracking, standard_tags
+    from marketplace.mlops.registry import logged_model_id
+    from marketplace.mlops.tracking import setup_tracking, standard_tags
 
     setup_tracking()
     client = MlflowClient()
@@ -376,3 +389,48 @@ def evaluate_export(
 
             refresh_links(client, name, str(number))  # the card links its evaluations
     return report
+
+
+# The command line ------------------------------------------------------------
+DEFAULT_MODEL = "models:/marketplace-combined@production"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=Path,
+        help="export folder or .zip (Products.csv, Images.csv, images/)",
+    )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--model", default=None, help=f"a model URI (default {DEFAULT_MODEL})")
+    target.add_argument("--url", help="a running API to score instead (its /predict)")
+    parser.add_argument("--out", type=Path, default=Path("reports/evaluation"))
+    parser.add_argument("--no-mlflow", action="store_true", help="write the report only")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from marketplace.core.config import load_params
+
+        params = load_params(args.params).clean_tabular
+
+        with tempfile.TemporaryDirectory(prefix="marketplace-eval-") as tmp:
+            report = evaluate_export(
+                args.source,
+                model_uri=None if args.url else (args.model or DEFAULT_MODEL),
+                url=args.url,
+                params=params,
+                out=args.out,
+                log_to_mlflow=not args.no_mlflow,
+                scratch=Path(tmp),
+            )
+        print(report.table())
+
+    return run(body, "marketplace.mlops.evaluation")
+
+
+if __name__ == "__main__":
+    exit_process(main())

@@ -22,12 +22,12 @@ import pandas as pd
 import torch
 from scipy import sparse
 
+from marketplace.core.io import write_npz
 from marketplace.data.split import SPLITS
-from marketplace.io import write_npz
-from marketplace.models.embedding import EmbeddingSet
+from marketplace.features.embedding import EmbeddingSet
+from marketplace.features.preprocessing import listing_text
+from marketplace.features.tfidf import HashedTfidf, TfidfConfig
 from marketplace.models.price import PriceScaler
-from marketplace.models.tfidf import HashedTfidf, TfidfConfig
-from marketplace.preprocessing import listing_text
 
 
 @dataclass

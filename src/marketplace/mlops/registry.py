@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 import marketplace
-from marketplace.artifacts import INDEX_ARTIFACT, PACKAGE_ARTIFACT
-from marketplace.config import Params
-from marketplace.errors import StageError
-from marketplace.index import package_sha256
+from marketplace.core.config import Params
+from marketplace.core.errors import StageError
 from marketplace.mlops import model_card
+from marketplace.mlops.pyfunc import INDEX_ARTIFACT, PACKAGE_ARTIFACT
 from marketplace.mlops.reference import Reference, log_reference
-from marketplace.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
+from marketplace.mlops.tracking import flatten, pipeline_parent_run, setup_tracking, standard_tags
+from marketplace.search.index import package_sha256
 
 if TYPE_CHECKING:  # the index stage and the API use this module without training code
     from marketplace.training.train import TrainedModel
 
-PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 PACKAGE_SHA_TAG = "package_sha256"
 INDEX_TAG = "index_size"  # set on versions that carry an index (its product count)
 # What the pyfunc model imports at load time; pinned to the versions that trained it.

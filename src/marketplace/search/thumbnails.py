@@ -38,7 +38,7 @@ from typing import Any
 
 from PIL import Image
 
-from marketplace.io import file_sha256, read_json_or_none, write_json
+from marketplace.core.io import file_sha256, read_json_or_none, write_json
 
 THUMBNAILS_FORMAT = 1
 THUMBNAILS_META = "thumbnails.json"
@@ -214,7 +214,7 @@ def build_thumbnails(
 
 def product_photos(listings: Any) -> Any:
     """Each product's image ids (a ``Series`` of lists indexed by product id, in the
-    listings' order), as ``training.features.products_table`` has them: this stage reads
+    listings' order), as ``training.inputs.products_table`` has them: this stage reads
     the cleaned listings without importing training code (a head change must not rebuild
     the thumbnails)."""
     photos = listings.dropna(subset=["image_id"]).groupby("product_id")["image_id"].agg(list)

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from marketplace.models.embedding import use_bf16
-from marketplace.models.encoders import ImageEncoder, TextEncoder
+from marketplace.features.embedding import use_bf16
+from marketplace.features.encoders import ImageEncoder, TextEncoder
 
 
 def _autocast(bf16: bool) -> Any:

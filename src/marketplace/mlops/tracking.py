@@ -72,7 +72,7 @@ def setup_tracking(project_root: Path = Path("."), experiment: str = EXPERIMENT)
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested params (dicts or pydantic models) as ``{"train.vision.lr": "0.001"}`` strings."""
-    if hasattr(data, "model_dump"):  # the params.yaml models (marketplace.config)
+    if hasattr(data, "model_dump"):  # the params.yaml models (marketplace.core.config)
         data = data.model_dump()
     if isinstance(data, Mapping):
         flat: dict[str, str] = {}

@@ -16,25 +16,39 @@ and its history, so two at once cannot interleave (a read-modify-write race on t
 history): ``<name>.<alias>.lock`` in the registry itself, with an owner and a lease
 (``marketplace.mlops.registry_lock``). A second caller is refused at once with the
 holder's name and age; a holder that died blocks others at most for its lease.
+
+The command (``marketplace promote``, or ``python -m marketplace.mlops.promotion``)::
+
+    marketplace promote                        # newest version of the combined model
+    marketplace promote --version 7            # a given version
+    marketplace promote --version 7 --force    # skip the metric gate
+    marketplace promote --rollback             # back to the previous production
+
+Not a DVC stage: promoting is a decision, not a derived file. The API picks the change up
+on ``POST /admin/reload`` (or by polling).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from marketplace.config import PromoteLiveParams, PromoteParams
-from marketplace.errors import StageError
+from marketplace.cli import exit_process, run
+from marketplace.core.config import PromoteLiveParams, PromoteParams, load_params
+from marketplace.core.errors import StageError
 from marketplace.mlops import registry_lock
+from marketplace.mlops.registry import INDEX_TAG, OUTCOMES_TAG
 from marketplace.models.query import QUERY_KINDS, kind_slug
-from marketplace.registry import INDEX_TAG, OUTCOMES_TAG
 
 
 class PromotionRefusedError(StageError):
@@ -428,3 +442,41 @@ def _rollback(client: Any, name: str, params: PromoteParams) -> PromotionResult:
         _metric(current, params.metric),
         False,
     )
+
+
+# The command line ------------------------------------------------------------
+log = logging.getLogger("marketplace.mlops.promotion")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("vision", "text", "combined"), default="combined")
+    parser.add_argument("--version", help="version to promote (default: the newest)")
+    parser.add_argument("--force", action="store_true", help="skip the metric gate")
+    parser.add_argument("--rollback", action="store_true", help="back to the previous version")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from mlflow import MlflowClient
+
+        from marketplace.mlops.tracking import setup_tracking
+
+        params = load_params(args.params)
+        gate = params.promote
+        if args.kind != "combined":  # only the served (combined) model carries an index
+            gate = gate.model_copy(update={"require_index": False})
+        setup_tracking()
+        client = MlflowClient()
+        name = getattr(params.registry, args.kind)
+        if args.rollback:
+            result = rollback(client, name, gate)
+        else:
+            result = promote(client, name, args.version, gate, force=args.force)
+        log.info("%s", result.describe())
+
+    return run(body, "marketplace.mlops.promotion")
+
+
+if __name__ == "__main__":
+    exit_process(main())

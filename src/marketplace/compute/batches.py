@@ -3,7 +3,7 @@
 A heavy stage is written as ``make(progress=...)``, which loads what it needs once (an
 encoder, an index) and returns a per-batch function ``items -> results`` (an array with a
 row per item, a dict of them, or a list). In process it runs once on every item; a
-``Runner`` (``marketplace.ray_compute``: Ray actors, each of which calls ``make`` once)
+``Runner`` (``marketplace.compute.ray``: Ray actors, each of which calls ``make`` once)
 calls the very same function batch by batch and yields the batches' results in input
 order, so a stage can write them as they come (``stream_batches``) instead of holding all
 of them (``run_batches``). This module imports no Ray, so that serving, which shares the
@@ -39,7 +39,7 @@ def stream_batches(
 ) -> Iterator[Any]:
     """The results of ``make(progress=progress)`` on ``items`` as consecutive blocks, in
     input order: here one block of all (``make()(items)``), with ``runner`` one per batch
-    (``marketplace.ray_compute``: on Ray actors, each of which calls ``make`` once)."""
+    (``marketplace.compute.ray``: on Ray actors, each of which calls ``make`` once)."""
     if runner is None or not items:
         yield make(progress=progress)(list(items))
         return

@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from marketplace.compute import Runner, chunks, stream_batches
-from marketplace.config import EmbedImagesParams, EmbedTextParams
-from marketplace.io import RowBlocks, file_sha256, text_sha256, write_npz
-from marketplace.models.encoders import ImageEncoder, TextEncoder, image_backbone
-from marketplace.preprocessing import ImagePreprocessing, listing_text
+from marketplace.compute.batches import Runner, chunks, stream_batches
+from marketplace.core.config import EmbedImagesParams, EmbedTextParams
+from marketplace.core.io import RowBlocks, file_sha256, text_sha256, write_npz
+from marketplace.features.encoders import ImageEncoder, TextEncoder, image_backbone
+from marketplace.features.preprocessing import ImagePreprocessing, listing_text
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,7 @@ def stream_catalogue_images(
     previous: Path | None = None,
 ) -> EmbeddingStream:
     """Embed every cleaned canvas in ``images_dir`` (``<image id>.jpg``), sorted by id; in
-    this process, or batch by batch with ``runner`` (``marketplace.compute``). The vectors
+    this process, or batch by batch with ``runner`` (``marketplace.compute.batches``). The vectors
     come as they are made: ``EmbeddingStream.save`` writes them, ``collect`` holds them.
 
     Incremental: each row is keyed by the SHA-256 of its canvas file; with ``previous``

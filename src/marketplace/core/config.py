@@ -29,7 +29,7 @@ from pydantic import (
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
-# Kept here (not imported from marketplace.models) so reading params never imports torch;
+# Kept here (not imported from marketplace.features.encoders) so reading params never imports torch;
 # tests/unit/test_encoders.py checks it names exactly the registered backbones.
 ImageEncoderName = Literal["efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet18"]
 _N = "[1-9][0-9]*"
@@ -214,7 +214,8 @@ class IndexParams(Section):
         strict=False, min_length=1
     )
     neighbours: int = Field(ge=0)  # "more like this" lists precomputed per product; 0: none
-    # Listing photos for the search page, stored in the index folder (marketplace.thumbnails):
+    # Listing photos for the search page, stored in the index folder
+    # (marketplace.search.thumbnails):
     # longest side in pixels (0: no thumbnails), encoder quality, and image type.
     thumbnail_size: int = Field(ge=0, le=1024)
     thumbnail_quality: int = Field(ge=1, le=100)
@@ -240,7 +241,7 @@ class PromoteLiveParams(Section):
 
 
 class PromoteParams(Section):
-    """The gate ``pipeline.promote`` applies before moving the ``production`` alias."""
+    """The gate ``marketplace.mlops.promotion`` applies before moving the ``production`` alias."""
 
     alias: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     metric: str  # a model version tag, e.g. test_accuracy; higher is better
@@ -274,7 +275,7 @@ class MonitorParams(Section):
 
 
 class ComputeParams(Section):
-    """Where the heavy stages run (``marketplace.compute``): ``local``, in the stage's own
+    """Where the heavy stages run (``marketplace.compute.batches``): ``local``, in the stage's own
     process, or ``ray``, on the cluster ``RAY_ADDRESS`` names (unset: a local Ray). Either
     way a stage writes the same files, so this is not a DVC param of any stage."""
 

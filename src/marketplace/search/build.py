@@ -1,37 +1,109 @@
 """Building and evaluating the similar-products index (the ``index`` stage's library).
 
-The index itself, its query spaces and its search live in ``marketplace.index``, which the
-API loads; this module holds what only the pipeline runs: building the FAISS index over
-the catalogue from cached embeddings, choosing the photo-and-text weight on validation
-products and reporting precision@k per query kind. It may use training code
-(``training.features``); ``marketplace.index`` may not.
+The index itself, its query spaces and its search live in ``marketplace.search.index``,
+which the API loads; this module holds what only the pipeline runs: building the FAISS
+index over the catalogue from cached embeddings, precomputing every product's "more like
+this" list (here or on Ray), choosing the photo-and-text weight on validation products,
+writing the index folder and reporting precision@k per query kind. It may use training
+code (``training.inputs``); ``marketplace.search.index`` may not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+import json
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import pandas as pd
 
-from marketplace.compute import Runner
-from marketplace.errors import StageError
-from marketplace.index import (
+from marketplace.compute.batches import Runner, run_batches
+from marketplace.core.errors import StageError
+from marketplace.core.io import write_npz
+from marketplace.models.classifier import ClassifierPackage
+from marketplace.models.query import QUERY_KINDS
+from marketplace.search.index import (
+    INDEX_FILE,
     INDEX_FORMAT,
+    META_FILE,
+    NEIGHBOURS_FILE,
+    PRODUCTS_FILE,
     IndexMeta,
     ProductIndex,
     branch_vectors,
-    catalogue_vectors,
     query_vector,
 )
-from marketplace.models.classifier import ClassifierPackage
-from marketplace.models.query import QUERY_KINDS
-from marketplace.training.features import product_image_vectors
+from marketplace.training.inputs import product_image_vectors
 
 TRAIN_SAMPLE = 65_536  # vectors k-means / PQ train on (faiss itself uses <= 256 a centroid)
 ADD_BATCH = 65_536  # vectors added at a time: bounded memory for the encoding of each batch
+
+
+def catalogue_vectors(text: np.ndarray, image: np.ndarray, has_image: np.ndarray) -> np.ndarray:
+    """Stored vectors ``[t, i]``, the image half zeroed for products without a photo."""
+    return np.concatenate([text, image * has_image[:, None].astype(np.float32)], axis=1)
+
+
+def save_index(index: ProductIndex, folder: Path) -> None:
+    """Write an index folder that ``ProductIndex.load`` reads (see its module docstring)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index.index, str(folder / INDEX_FILE))
+    index.products.to_parquet(folder / PRODUCTS_FILE, index=False)
+    (folder / META_FILE).write_text(json.dumps(asdict(index.meta), indent=2) + "\n")
+    if index.neighbour_lists is not None:
+        positions, scores = index.neighbour_lists
+        write_npz(folder / NEIGHBOURS_FILE, {"positions": positions, "scores": scores})
+
+
+def with_text_weight(index: ProductIndex, text_weight: float) -> ProductIndex:
+    """The same index answering photo-and-text queries with another text weight."""
+    return index.with_meta(replace(index.meta, text_weight=float(text_weight), neighbours=0))
+
+
+def precompute_neighbours(
+    index: ProductIndex, k: int, runner: Runner | None = None
+) -> ProductIndex:
+    """The index with every product's top ``k`` "more like this" list (itself excluded).
+
+    Batched searches over all products (FAISS uses a matrix product for a batch), so
+    the API's most frequent query becomes an array read; in shards on Ray with a
+    ``runner`` (``marketplace.compute.ray``), each worker holding a copy of the index.
+    """
+    k = min(k, len(index) - 1)
+    make = functools.partial(_neighbour_search, index, k)
+    found = run_batches(make, range(len(index)), runner, progress=False)
+    return index.with_meta(replace(index.meta, neighbours=k), (found["positions"], found["scores"]))
+
+
+def _neighbour_search(
+    index: ProductIndex, k: int, *, progress: bool = False
+) -> Callable[[list[int]], dict[str, np.ndarray]]:
+    """``make`` of the neighbour lists (``marketplace.compute.batches``): rows -> top ``k``."""
+    return functools.partial(neighbour_rows, index, k)
+
+
+def neighbour_rows(
+    index: ProductIndex, k: int, rows: Sequence[int], batch: int = 2048
+) -> dict[str, np.ndarray]:
+    """The top ``k`` neighbours of the products at ``rows``: ``positions`` (-1 where
+    fewer) and ``scores``, ``[len(rows), k]`` each (the per-batch function of the above)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    positions = np.full((len(rows), k), -1, dtype=np.int32)
+    scores = np.zeros((len(rows), k), dtype=np.float32)
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        queries = index.product_queries(index.index.reconstruct_batch(chunk), chunk)
+        found_scores, found = index.index.search(queries, k + 1, params=index.search_params)
+        for row, (hit, score) in enumerate(zip(found, found_scores, strict=True), start):
+            keep = (hit >= 0) & (hit != rows[row])  # drop the product itself
+            hit, score = hit[keep][:k], score[keep][:k]
+            positions[row, : len(hit)] = hit
+            scores[row, : len(hit)] = score
+    return {"positions": positions, "scores": scores}
 
 
 def build_faiss(
@@ -175,7 +247,7 @@ def index_catalogue(
     tune_ids: Sequence[str] = (),
     runner: Runner | None = None,
 ) -> tuple[ProductIndex, dict[str, float]]:
-    """The index of a catalogue (``training.features.products_table``) from cached embeddings.
+    """The index of a catalogue (``training.inputs.products_table``) from cached embeddings.
 
     The embed stages ran the very encoders the model names (checked against its specs), so
     the cached vectors are what the registered encoder would produce; only the model's
@@ -206,7 +278,7 @@ def index_catalogue(
     )
     index, tuning = tune_text_weight(index, tune_ids, params.eval_k, params.text_weights)
     if params.neighbours:
-        index = index.precompute_neighbours(params.neighbours, runner)
+        index = precompute_neighbours(index, params.neighbours, runner)
     return index, tuning
 
 
@@ -220,13 +292,14 @@ def tune_text_weight(
     """
     positions = [p for p in (index.position(i) for i in query_ids) if p is not None]
     if len(weights) == 1 or not positions:
-        return index.with_text_weight(weights[0]), {"text_weight": float(weights[0])}
+        return with_text_weight(index, weights[0]), {"text_weight": float(weights[0])}
     precision = {
-        w: precision_at_k(index.with_text_weight(w), positions, k, "image+text")[0] for w in weights
+        w: precision_at_k(with_text_weight(index, w), positions, k, "image+text")[0]
+        for w in weights
     }
     best = max(weights, key=lambda w: (precision[w], -abs(w - 0.5)))
     figures = {f"val_precision_at_{k}_image_text_w{w:g}": p for w, p in precision.items()}
-    return index.with_text_weight(best), {"text_weight": float(best), **figures}
+    return with_text_weight(index, best), {"text_weight": float(best), **figures}
 
 
 def evaluate_index(index: ProductIndex, query_ids: Sequence[str], k: int) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 MLflow runs this file when it loads a logged model: nothing is unpickled. The model's
 ``package`` artifact is a classifier folder (``marketplace.models.classifier``); the
-marketplace code ships with the model (``code_paths``).
+marketplace code ships with the model (``code_paths``). ``PACKAGE_ARTIFACT`` and
+``INDEX_ARTIFACT`` name the model's artifacts: the registry writes them and the API reads
+them (``marketplace.inference``), neither needing the other's code.
 
 Input: a DataFrame with any of ``image`` (base64 JPEG/PNG/WebP), ``text`` (title and/or
 description) and ``price`` (GBP). Output: ``category``, ``confidence`` and
@@ -21,6 +23,9 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+PACKAGE_ARTIFACT = "package"  # the classifier folder, inside the logged model's artifacts
+INDEX_ARTIFACT = "index"  # the FAISS index folder, beside it (combined model only)
+
 
 def _column(frame: pd.DataFrame, name: str) -> list[Any]:
     if name not in frame.columns:
@@ -34,7 +39,6 @@ class MarketplaceClassifierModel(PythonModel):
     """pyfunc wrapper around ``ListingClassifier``."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        from marketplace.artifacts import PACKAGE_ARTIFACT
         from marketplace.models.classifier import ListingClassifier
 
         self.classifier = ListingClassifier.load(Path(context.artifacts[PACKAGE_ARTIFACT]))
@@ -65,4 +69,8 @@ class MarketplaceClassifierModel(PythonModel):
         )
 
 
-mlflow.models.set_model(MarketplaceClassifierModel())
+# MLflow executes this file under a module name of its own when it logs or loads a model:
+# only then is the model set. Imported as ``marketplace.mlops.pyfunc`` (for the names
+# above) it has no side effect.
+if __name__ != "marketplace.mlops.pyfunc":
+    mlflow.models.set_model(MarketplaceClassifierModel())

@@ -1,4 +1,7 @@
-"""Similar products: a FAISS index over the catalogue in the combined classifier's space.
+"""The similar-products index as the API loads it: query vectors, search, filters (serve time).
+
+A FAISS index over the catalogue in the combined classifier's space; building it
+(neighbour lists, the text weight, writing the folder) is ``marketplace.search.build``'s.
 
 Which space answers which query
 -------------------------------
@@ -28,11 +31,10 @@ package that built it; ``ProductIndex.load`` refuses it for any other model.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from marketplace.compute import Runner, run_batches
-from marketplace.io import write_npz
 from marketplace.models.classifier import CONFIG_FILE, WEIGHTS_FILE, ClassifierPackage
 
 INDEX_FORMAT = 1
@@ -58,19 +58,14 @@ class IndexMismatchError(ValueError):
 
 
 def package_sha256(folder: Path) -> str:
-    """Content hash of a classifier package: identifies the exact weights and config."""
+    """Content hash of a classifier package: identifies the exact weights and config.
+
+    Serve time too: ``Marketplace`` loads an index only if it was built by this package."""
     digest = hashlib.sha256()
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         digest.update(name.encode())
         digest.update((folder / name).read_bytes())
     return digest.hexdigest()
-
-
-def _neighbour_search(
-    index: ProductIndex, k: int, *, progress: bool = False
-) -> Callable[[list[int]], dict[str, np.ndarray]]:
-    """``make`` of the neighbour lists (``marketplace.compute``): rows -> top ``k``."""
-    return functools.partial(index.neighbour_rows, k)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -93,11 +88,6 @@ def branch_vectors(
         else _normalise(head.image_head.embed(torch.from_numpy(image)).numpy())
     )
     return t, i
-
-
-def catalogue_vectors(text: np.ndarray, image: np.ndarray, has_image: np.ndarray) -> np.ndarray:
-    """Stored vectors ``[t, i]``, the image half zeroed for products without a photo."""
-    return np.concatenate([text, image * has_image[:, None].astype(np.float32)], axis=1)
 
 
 def query_vector(
@@ -166,7 +156,7 @@ class ProductIndex:
         ]
         if "IVF" in meta.factory:
             faiss.extract_index_ivf(index).make_direct_map()  # for reconstruct()
-        self._params = self._search_parameters(None)
+        self.search_params = self._search_parameters(None)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -193,20 +183,16 @@ class ProductIndex:
 
     def product_query(self, position: int) -> np.ndarray:
         """The query a listing itself would make: its text and, if any, its photo."""
-        return self._product_queries(self.vector(position)[None], np.array([position]))[0]
+        return self.product_queries(self.vector(position)[None], np.array([position]))[0]
 
-    def _product_queries(self, stored: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def product_queries(self, stored: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Product queries from stored vectors: both halves weighted where there is a photo."""
         w = self.meta.text_weight
         weights = np.where(self._has_image[positions, None], [w, 1.0 - w], [1.0, 0.0])
         scale = np.repeat(weights.astype(np.float32), self.half, axis=1)
         return (stored * scale).astype(np.float32)
 
-    def with_text_weight(self, text_weight: float) -> ProductIndex:
-        """The same index answering photo-and-text queries with another text weight."""
-        return self._variant(replace(self.meta, text_weight=float(text_weight), neighbours=0))
-
-    def _variant(
+    def with_meta(
         self, meta: IndexMeta, neighbours: tuple[np.ndarray, np.ndarray] | None = None
     ) -> ProductIndex:
         """A copy with other metadata and neighbour lists, sharing the FAISS index and the
@@ -217,49 +203,22 @@ class ProductIndex:
         variant._params = variant._search_parameters(None)
         return variant
 
-    def precompute_neighbours(self, k: int, runner: Runner | None = None) -> ProductIndex:
-        """This index with every product's top ``k`` "more like this" list (itself excluded).
-
-        Batched searches over all products (FAISS uses a matrix product for a batch), so
-        the API's most frequent query becomes an array read; in shards on Ray with a
-        ``runner`` (``marketplace.ray_compute``), each worker holding a copy of the index.
-        """
-        k = min(k, len(self) - 1)
-        make = functools.partial(_neighbour_search, self, k)
-        found = run_batches(make, range(len(self)), runner, progress=False)
-        return self._variant(
-            replace(self.meta, neighbours=k), (found["positions"], found["scores"])
-        )
-
-    def neighbour_rows(
-        self, k: int, rows: Sequence[int], batch: int = 2048
-    ) -> dict[str, np.ndarray]:
-        """The top ``k`` neighbours of the products at ``rows``: ``positions`` (-1 where
-        fewer) and ``scores``, ``[len(rows), k]`` each (the per-batch function of the above)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        positions = np.full((len(rows), k), -1, dtype=np.int32)
-        scores = np.zeros((len(rows), k), dtype=np.float32)
-        for start in range(0, len(rows), batch):
-            chunk = rows[start : start + batch]
-            queries = self._product_queries(self.index.reconstruct_batch(chunk), chunk)
-            found_scores, found = self.index.search(queries, k + 1, params=self._params)
-            for row, (hit, score) in enumerate(zip(found, found_scores, strict=True), start):
-                keep = (hit >= 0) & (hit != rows[row])  # drop the product itself
-                hit, score = hit[keep][:k], score[keep][:k]
-                positions[row, : len(hit)] = hit
-                scores[row, : len(hit)] = score
-        return {"positions": positions, "scores": scores}
-
     def __getstate__(self) -> dict[str, Any]:
-        """Picklable (for Ray workers): the FAISS index as its serialised bytes."""
-        state = {k: v for k, v in self.__dict__.items() if k != "_params"}
+        """Picklable (for Ray workers in ``marketplace.search.build``): the FAISS index as
+        its serialised bytes."""
+        state = {k: v for k, v in self.__dict__.items() if k != "search_params"}
         return {**state, "index": faiss.serialize_index(self.index)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, index=faiss.deserialize_index(state["index"]))
         if "IVF" in self.meta.factory:
             faiss.extract_index_ivf(self.index).make_direct_map()
-        self._params = self._search_parameters(None)
+        self.search_params = self._search_parameters(None)
+
+    @property
+    def neighbour_lists(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The precomputed ``(positions, scores)`` arrays, ``[size, meta.neighbours]``, or None."""
+        return self._neighbours
 
     def neighbours(self, position: int, k: int) -> list[tuple[int, float]] | None:
         """The precomputed top ``k`` of a product, or ``None`` if not precomputed that deep."""
@@ -320,7 +279,7 @@ class ProductIndex:
     ) -> list[list[tuple[int, float]]]:
         """``search`` for a batch of queries in one call (FAISS answers a batch with a
         matrix product); ``exclude[j]`` is left out of query ``j``'s results."""
-        params = self._params
+        params = self.search_params
         if mask is not None:
             allowed = np.flatnonzero(mask)
             if len(allowed) == 0:
@@ -335,15 +294,6 @@ class ProductIndex:
             ]
             for row, row_scores, x in zip(positions, scores, skip, strict=True)
         ]
-
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(folder / INDEX_FILE))
-        self.products.to_parquet(folder / PRODUCTS_FILE, index=False)
-        (folder / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2) + "\n")
-        if self._neighbours is not None:
-            positions, scores = self._neighbours
-            write_npz(folder / NEIGHBOURS_FILE, {"positions": positions, "scores": scores})
 
     @classmethod
     def load(

@@ -26,8 +26,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import marketplace.models  # noqa: F401  (torchvision shim before torchvision/transformers)
-
 # Mean/std each backbone was trained with, applied after scaling pixels to [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -200,7 +198,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, model: str = "minilm", *, max_tokens: int = 128) -> None:
         super().__init__()
-        from marketplace.models import bert
+        from marketplace.features import bert
 
         self.name = model
         self.max_tokens = max_tokens

@@ -20,10 +20,19 @@ cleaning stages report every one of them; :class:`SampleFaults` lists them.
 Two runs with the same ``seed`` and ``per_category`` give byte-identical files: the only source
 of randomness is ``random.Random``/``numpy.random.default_rng`` seeded from ``seed``, nothing
 depends on time, hash order or file-system order, and PIL encodes identical pixels identically.
+
+The command (``marketplace sample``, or ``python -m marketplace.data.sample``)::
+
+    marketplace sample [--out data] [--seed 0] [--per-category 100] [--force]
+
+Without ``--force`` an existing non-empty output directory is an error (exit code 2). With
+``--force`` the new export is generated next to it first and only then swapped in, so a
+failed run never leaves the old export half-deleted.
 """
 
 from __future__ import annotations
 
+import argparse
 import colorsys
 import io
 import json
@@ -31,7 +40,10 @@ import math
 import random
 import shutil
 import string
+import sys
+import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +52,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageChops, ImageDraw
 
+from marketplace.core.io import replace_dir
 from marketplace.data.schema import (
     CATEGORY_SEPARATOR,
     CSV_LINE_TERMINATOR,
@@ -103,7 +116,7 @@ _STORE_ROTATED = {
 }
 
 # --------------------------------------------------------------------------------------------
-# Text vocabulary, in vocabulary.json beside this file. Per root: sub-categories (name,
+# Text vocabulary, in sample_vocabulary.json beside this file. Per root: sub-categories (name,
 # leaves, item nouns), brands, adjectives and root-specific sentences. Brands recur across
 # roots on purpose (Samsung sells fridges and phones), and the shared vocabulary below is
 # used by every root. Read once at import: the tables are constants of the generator.
@@ -123,7 +136,9 @@ class _RootText:
     price_median: float
 
 
-_VOCABULARY = json.loads(Path(__file__).with_name("vocabulary.json").read_text(encoding="utf-8"))
+_VOCABULARY = json.loads(
+    Path(__file__).with_name("sample_vocabulary.json").read_text(encoding="utf-8")
+)
 
 
 def _tuples(value: Any) -> Any:
@@ -312,7 +327,7 @@ def _refuse_non_empty(out_dir: Path) -> None:
     if any(out_dir.iterdir()):
         raise FileExistsError(
             f"{out_dir} already exists and is not empty; refusing to overwrite it "
-            "(remove it first, or pass --force to `python -m pipeline.sample`)"
+            "(remove it first, or pass --force to `python -m marketplace.data.sample`)"
         )
 
 
@@ -953,3 +968,78 @@ def _write_image(images_dir: Path, job: _ImageJob) -> None:
     if job.kind == "truncated":
         data = data[: len(data) // 2]
     path.write_bytes(data)
+
+
+# The command line ------------------------------------------------------------
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="marketplace sample",
+        description="Generate the deterministic synthetic raw marketplace export.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("data"), help="output directory")
+    parser.add_argument("--seed", type=int, default=0, help="RNG seed (same seed, same bytes)")
+    parser.add_argument(
+        "--per-category", type=int, default=100, help="products per root category (>= 1)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing non-empty output directory"
+    )
+    args = parser.parse_args(argv)
+    if args.per_category < 1:
+        parser.error("--per-category must be at least 1")
+    return args
+
+
+def _generate_replacing(out: Path, *, seed: int, per_category: int) -> SampleFaults:
+    """Generate into a fresh sibling directory, then swap it with ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        faults = generate_sample(staging / "export", seed=seed, per_category=per_category)
+        replace_dir(staging / "export", out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return faults
+
+
+def _count_records(csv_path: Path) -> int:
+    """Records in one of our CSVs: lines ending in "\\n", less the header.
+
+    Bare "\\r" inside descriptions never ends a record, and the generator writes no "\\n"
+    inside fields, so counting "\\n" is exact here (and avoids importing pandas again).
+    """
+    with csv_path.open("rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = _parse_args(argv)
+    out: Path = args.out
+    try:
+        if args.force:
+            faults = _generate_replacing(out, seed=args.seed, per_category=args.per_category)
+        else:
+            faults = generate_sample(out, seed=args.seed, per_category=args.per_category)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    n_products = _count_records(out / PRODUCTS_FILE)
+    n_image_rows = _count_records(out / IMAGES_FILE)
+    n_files = sum(1 for p in (out / IMAGES_DIR).iterdir() if p.is_file())
+    print(
+        f"wrote {out}: {n_products} products, {n_image_rows} image rows, {n_files} image files; "
+        f"faults: {len(faults.bad_price_product_ids)} bad prices, "
+        f"{len(faults.duplicate_product_ids)} duplicate id, "
+        f"{len(faults.missing_file_image_ids)} missing files, "
+        f"{len(faults.truncated_image_ids)} truncated, "
+        f"{len(faults.not_an_image_ids)} not an image, "
+        f"{len(faults.orphan_image_ids)} orphan image row "
+        f"({len(faults.mislabelled_product_ids)} mislabelled products)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
