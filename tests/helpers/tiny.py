@@ -32,7 +32,7 @@ from marketplace.features.encoders import ImageEncoder, TextEncoder
 from marketplace.features.preprocessing import ImagePreprocessing, listing_text
 from marketplace.features.tfidf import TfidfConfig
 from marketplace.mlops.registry import INDEX_TAG, attach_index, find_version, log_and_register
-from marketplace.search.build import index_catalogue
+from marketplace.search.build import index_catalogue, save_index
 from marketplace.search.index import package_sha256
 from marketplace.search.thumbnails import catalogue_thumbnails
 from marketplace.training.inputs import build_text_features, products_table
@@ -209,7 +209,7 @@ def register(root: Path, listings, splits, images, texts, *, seed: int, index: b
             package_sha=sha,
             tune_ids=splits["val"],
         )
-        built.save(root / f"index-{seed}")
+        save_index(built, root / f"index-{seed}")
         if seed == 0:  # version 1 carries listing photos; version 2 is an index without them
             thumbnails = catalogue_thumbnails(
                 products_table(listings)["image_ids"], root / "images", params.index
