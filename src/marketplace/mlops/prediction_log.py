@@ -1,11 +1,16 @@
 """The prediction log's writer: rows queued by the API, written in batches by one thread.
 
 The API must not wait for a database on its hot path, and must not grow without bound
-when the database is slow. So ``record`` only puts a row into a bounded queue (a few
-microseconds, never blocking); a background thread drains it at least every
-``flush_interval_s`` (sooner when ``batch_size`` rows wait) and inserts each batch in one
-transaction (``marketplace.core.db``: SQLite in WAL mode with full sync by default,
-PostgreSQL on the stack). What this can lose is bounded and counted:
+when the database is slow. So ``record`` only appends a row to a bounded queue (a few
+microseconds, never blocking) and ``record_raw`` even less: a tuple of the request's raw
+facts that the writer thread turns into the row (``build``), so that a cheap endpoint's
+event loop builds no dict, hashes nothing and serialises nothing. The writer sleeps on a
+timer: every ``flush_interval_s`` (or when ``flush``/``close`` asks) it takes what is
+queued and inserts it in one transaction per ``batch_size`` rows (``marketplace.core.db``:
+SQLite in WAL mode with full sync by default, PostgreSQL on the stack). Nothing on the
+hot path wakes it: a writer woken per row or per batch takes the GIL from the event loop
+that often, which cost more-like-this 15-20 % of its throughput. What this can lose is
+bounded and counted:
 
 - a full queue drops the row (``dropped``, and the ``on_drop`` callback: a Prometheus
   counter and a warning in the API);
@@ -28,6 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = tuple(c.name for c in log_schema.predictions.columns if c.name != "id")
 Row = dict[str, Any]
+Values = tuple[Any, ...]  # a row as inserted: one value per column of ``COLUMNS``
 SQLITE_ROWS = 40  # rows per INSERT statement on SQLite (20 columns: 800 of its 32,766 variables)
 
 
@@ -59,7 +66,10 @@ def top_k_json(items: Sequence[Any]) -> str:
 
 
 class PredictionLog:
-    """A bounded queue of prediction rows and the thread that writes them in batches."""
+    """A bounded queue of prediction rows and the thread that writes them in batches.
+
+    ``build`` turns what ``record_raw`` queued (a tuple) into a row's ``Values``; it runs in
+    the writer thread. A row it fails on is counted lost (and said why), not retried."""
 
     def __init__(
         self,
@@ -67,19 +77,21 @@ class PredictionLog:
         *,
         queue_size: int = 10_000,
         flush_interval_s: float = 1.0,
-        batch_size: int = 500,
+        batch_size: int = 10_000,
+        build: Callable[[tuple], Values] | None = None,
         on_drop: Callable[[int], None] | None = None,
         on_write: Callable[[int, float], None] | None = None,
     ) -> None:
         self.url = url
         self.flush_interval_s = flush_interval_s
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # rows per transaction (a flush may write several)
+        self._build = build
         self._on_drop = on_drop  # told how many rows a full queue refused (1 at a time)
         self._on_write = on_write  # told each batch's size and seconds
         # A deque, not a queue.Queue: append and popleft are atomic and 30x cheaper than
         # the Queue's locks (this runs on every request); its bound is checked by hand.
         self.queue_size = queue_size
-        self._queue: deque[Row] = deque()
+        self._queue: deque[Row | tuple] = deque()
         self._insert: str | None = None  # SQLite: a compiled multi-row INSERT (executemany)
         self._insert_one = ""  # and its one-row form, for a batch's last rows
         self._engine: sa.Engine | None = None
@@ -87,7 +99,7 @@ class PredictionLog:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._settled = threading.Condition()
-        self._retry: list[Row] = []  # a batch whose write failed, tried again first
+        self._retry: list[Values] = []  # a batch whose write failed, tried again first
         self.recorded = 0  # rows accepted into the queue
         self.written = 0  # rows committed
         self.dropped = 0  # rows a full queue refused
@@ -149,15 +161,23 @@ class PredictionLog:
     def record(self, row: Row) -> bool:
         """Queue one row (never blocks); ``False`` when the queue was full (counted).
 
-        Called from one thread (the API's event loop)."""
-        waiting = len(self._queue)
-        if waiting >= self.queue_size:
+        Called from one thread (the API's event loop). Wakes nobody: the writer comes by
+        on its timer."""
+        if len(self._queue) >= self.queue_size:
             self._dropped()
             return False
         self._queue.append(row)
         self.recorded += 1
-        if waiting + 1 == self.batch_size:
-            self._wake.set()
+        return True
+
+    def record_raw(self, raw: tuple) -> bool:
+        """Queue a tuple that the writer's ``build`` turns into the row: the hot path's
+        cheapest form (one small tuple of what the request knew, nothing computed)."""
+        if len(self._queue) >= self.queue_size:
+            self._dropped()
+            return False
+        self._queue.append(raw)
+        self.recorded += 1
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -197,9 +217,15 @@ class PredictionLog:
     # -- the writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        # A fixed-rate timer: a row waits at most flush_interval_s for its write to start,
+        # however long the previous write took.
+        due = time.monotonic() + self.flush_interval_s
         while True:
-            self._wake.wait(self.flush_interval_s)
+            self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
+            now = time.monotonic()
+            if now >= due:  # the timer (not flush/close): the next one; at once if behind
+                due = max(due + self.flush_interval_s, now)
             stopping = self._stopping.is_set()
             self._drain(final=stopping)
             if stopping:
@@ -207,9 +233,11 @@ class PredictionLog:
 
     def _drain(self, final: bool) -> None:
         while True:
-            batch = self._retry or self._take()
+            batch = self._retry or self._values(self._take())
             if not batch:
-                return
+                if not self._queue:
+                    return
+                continue  # every row of that batch failed to build (counted lost)
             if self._write(batch):
                 self._retry = []
                 continue
@@ -223,17 +251,37 @@ class PredictionLog:
                 self._retry = batch  # try again at the next wake-up
             return
 
-    def _take(self) -> list[Row]:
-        batch: list[Row] = []
+    def _take(self) -> list[Row | tuple]:
+        batch: list[Row | tuple] = []
         pop = self._queue.popleft
         try:
-            while len(batch) < self.batch_size:
+            for _ in range(min(self.batch_size, len(self._queue))):
                 batch.append(pop())
         except IndexError:  # empty
             pass
         return batch
 
-    def _write(self, batch: list[Row]) -> bool:
+    def _values(self, items: list[Row | tuple]) -> list[Values]:
+        """The rows' column values: dicts read by column, raw tuples built (here, in the
+        writer thread). A row that cannot be built is counted lost, with its reason."""
+        values: list[Values] = []
+        failed = 0
+        for item in items:
+            if type(item) is dict:
+                values.append(tuple(map(item.get, COLUMNS)))
+                continue
+            try:
+                assert self._build is not None, "record_raw needs a log with build="
+                values.append(self._build(item))
+            except Exception as exc:
+                failed += 1
+                if failed == 1:
+                    log.error("prediction log: a queued row could not be built: %r", exc)
+        if failed:
+            self._settle(lost=failed)
+        return values
+
+    def _write(self, batch: list[Values]) -> bool:
         """Insert ``batch`` in one transaction; ``False`` (rows kept for a retry) when the
         database refuses it. A batch that fails whole but partly succeeds row by row had
         bad rows (too long a value, say): those are counted lost, not retried forever."""
@@ -242,21 +290,21 @@ class PredictionLog:
             with self.engine.begin() as connection:
                 if self._insert is not None:
                     full = len(batch) - len(batch) % SQLITE_ROWS
-                    flat = [v for r in batch[:full] for v in map(r.get, COLUMNS)]
-                    size = SQLITE_ROWS * len(COLUMNS)
-                    chunks = [tuple(flat[i : i + size]) for i in range(0, len(flat), size)]
+                    chunks = [
+                        tuple(chain.from_iterable(batch[i : i + SQLITE_ROWS]))
+                        for i in range(0, full, SQLITE_ROWS)
+                    ]
                     if chunks:
                         connection.exec_driver_sql(self._insert, chunks)
-                    rest = [tuple(map(r.get, COLUMNS)) for r in batch[full:]]
-                    if rest:
-                        connection.exec_driver_sql(self._insert_one, rest)
+                    if full < len(batch):
+                        connection.exec_driver_sql(self._insert_one, batch[full:])
                 else:  # every row every column (rows of different endpoints differ)
-                    rows = [{c: r.get(c) for c in COLUMNS} for r in batch]
+                    rows = [dict(zip(COLUMNS, v, strict=True)) for v in batch]
                     connection.execute(log_schema.predictions.insert(), rows)
         except Exception as exc:  # any database failure: keep the rows, say why
             self.failures += 1
             log.error("prediction log: writing %d rows failed: %s", len(batch), exc)
-            rows = [{c: r.get(c) for c in COLUMNS} for r in batch]
+            rows = [dict(zip(COLUMNS, v, strict=True)) for v in batch]
             written = self._write_one_by_one(rows)
             if not written:
                 return False  # the database is down: try the whole batch again later
