@@ -49,8 +49,12 @@ VARIANTS = {
 }
 
 
-def start(project: Path, log_dir: Path, name: str, extra: dict[str, str]) -> tuple[Any, str]:
-    env = {**venv_env(), "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+def start(
+    project: Path, log_dir: Path, name: str, extra: dict[str, str], tree: Path = ROOT
+) -> tuple[Any, str]:
+    """An API server over ``project``'s registry, running the code of ``tree`` (this work
+    tree, or ``--baseline``'s: the same measure of the code before a change, in one run)."""
+    env = {**venv_env(), "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{tree / 'src'}:{tree}"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     env["MARKETPLACE_PREDICTION_LOG_URL"] = f"sqlite:///{log_dir / f'{name}.db'}"
@@ -58,7 +62,7 @@ def start(project: Path, log_dir: Path, name: str, extra: dict[str, str]) -> tup
     port = _port()
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
+        cwd=tree,
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
@@ -138,7 +142,17 @@ def main() -> int:
     parser.add_argument("--predict-requests", type=int, default=120)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/watch.json")
     parser.add_argument("--in-process-only", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. `git archive` of the commit before a change): adds the "
+        "variant log_base, its server with the log on, measured in the same rounds",
+    )
+    parser.add_argument("--no-shadow", action="store_true", help="skip the shadow variant")
     args = parser.parse_args()
+    variants = {k: (v, ROOT) for k, v in VARIANTS.items() if k != "shadow" or not args.no_shadow}
+    if args.baseline is not None:
+        variants["log_base"] = ({}, args.baseline.resolve())
     project = args.project.resolve()
     if not (project / "mlflow.db").exists():
         print(f"skipped: no built project at {project} (bench/bench_serving.py --build)")
@@ -165,23 +179,27 @@ def main() -> int:
         "raw": {},
     }
     with tempfile.TemporaryDirectory(prefix="bench-watch-") as tmp:
-        servers = {name: start(project, Path(tmp), name, env) for name, env in VARIANTS.items()}
+        servers = {
+            name: start(project, Path(tmp), name, env, tree)
+            for name, (env, tree) in variants.items()
+        }
         try:
-            raw: dict[str, dict[str, list]] = {v: {} for v in VARIANTS}
+            raw: dict[str, dict[str, list]] = {v: {} for v in variants}
             for round_ in range(args.rounds):
-                order = list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))
+                order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
                 for name in order:
                     base = servers[name][1]
                     runs = raw[name]
                     runs.setdefault("similar_16", []).append(
                         similar_latency(base, ids, args.similar_requests)
                     )
-                    runs.setdefault("predict_4", []).append(
-                        predict_latency(base, listings, args.predict_requests, 4)
-                    )
-                    runs.setdefault("predict_1", []).append(
-                        predict_latency(base, listings, args.predict_requests // 2, 1)
-                    )
+                    if args.predict_requests:
+                        runs.setdefault("predict_4", []).append(
+                            predict_latency(base, listings, args.predict_requests, 4)
+                        )
+                        runs.setdefault("predict_1", []).append(
+                            predict_latency(base, listings, args.predict_requests // 2, 1)
+                        )
                     p50 = {k: round(v[-1]["p50_ms"], 2) for k, v in runs.items()}
                     rps = {k: round(v[-1]["rps"], 1) for k, v in runs.items()}
                     print(round_, name, "p50", p50, "rps", rps, flush=True)
@@ -193,7 +211,7 @@ def main() -> int:
         logged = {}
         import sqlalchemy as sa
 
-        for name in ("log", "shadow"):
+        for name in [v for v in variants if v != "off"]:
             engine = sa.create_engine(f"sqlite:///{Path(tmp) / f'{name}.db'}")
             with engine.connect() as connection:
                 logged[name] = dict(
@@ -206,15 +224,16 @@ def main() -> int:
     summary = {v: {k: _summary(r) for k, r in raw.items()} for v, raw in results["raw"].items()}
     results["summary"] = summary
     results["in_process_us_per_answer"] = in_process_cost(project, listings, ids)
-    off, log, shadow = summary["off"], summary["log"], summary["shadow"]
-    results["ratios"] = {
-        "log_similar16_p50": log["similar_16"]["p50_ms"] / off["similar_16"]["p50_ms"],
-        "log_similar16_rps": log["similar_16"]["rps"] / off["similar_16"]["rps"],
-        "log_predict4_p50": log["predict_4"]["p50_ms"] / off["predict_4"]["p50_ms"],
-        "log_predict4_rps": log["predict_4"]["rps"] / off["predict_4"]["rps"],
-        "shadow_predict1_p50": shadow["predict_1"]["p50_ms"] / log["predict_1"]["p50_ms"],
-        "shadow_predict4_p50": shadow["predict_4"]["p50_ms"] / log["predict_4"]["p50_ms"],
-    }
+    ratios: dict[str, float] = {}
+    for a, b in (("log", "off"), ("log_base", "off"), ("shadow", "log")):
+        for measure, stat in (("similar_16", "p50_ms"), ("similar_16", "rps"),
+                              ("predict_4", "p50_ms"), ("predict_4", "rps"),
+                              ("predict_1", "p50_ms")):  # fmt: skip
+            if measure in summary.get(a, {}) and measure in summary.get(b, {}):
+                key = f"{a}_vs_{b}_{measure}_{stat.removesuffix('_ms')}"
+                ratios[key] = summary[a][measure][stat] / summary[b][measure][stat]
+    results["ratios"] = ratios
+    results["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(
