@@ -5,8 +5,10 @@ the prediction log (``marketplace.mlops.log_schema``) through
 ``marketplace.mlops.prediction_log.PredictionLog``: queued without blocking, written by a
 background thread in batches. ``/predict`` and ``/similar`` (tens of ms of model work)
 build their row on the request; ``/products/{id}/similar`` (~0.4 ms in all) queues only a
-tuple of its raw facts, and the writer thread builds the row (``_build_product_similar``:
-the client hash, the JSON of the ids), so its event loop does almost nothing more.
+tuple of its raw facts (``PredictionLog.record_answer``), and the writer builds the row
+(the client hash, the JSON of the ids), so its event loop does almost nothing more. The
+writer is a child process by default (``MARKETPLACE_PREDICTION_LOG_PROCESS``): a writer
+thread would hold the GIL ~20 µs per row against the event loop.
 
 A second version can watch the same traffic:
 
@@ -46,7 +48,12 @@ from starlette.concurrency import run_in_threadpool
 from marketplace.core.db import default_url, redacted
 from marketplace.inference import Listing, Marketplace, Prediction, SimilarAnswer
 from marketplace.mlops import log_schema
-from marketplace.mlops.prediction_log import COLUMNS, PredictionLog, top_k_json, vector_bytes
+from marketplace.mlops.prediction_log import (
+    PredictionLog,
+    client_hash,
+    top_k_json,
+    vector_bytes,
+)
 from marketplace.models.query import query_kind
 from serving.settings import Settings
 from serving.state import ModelHolder
@@ -56,11 +63,6 @@ log = logging.getLogger("serving")
 SHADOW_QUEUE = 256  # listings waiting for the shadow version; more are skipped (counted)
 SHADOW_BATCH = 16
 STARTED = "marketplace.started"  # the scope key StartTime sets
-
-
-def client_hash(key: str, salt: bytes) -> str:
-    """A client's key as stored and routed on: a keyed BLAKE2b digest (32 hex digits)."""
-    return hashlib.blake2b(key.encode(), key=salt, digest_size=16).hexdigest()
 
 
 def in_canary(client: str, percent: float) -> bool:
@@ -179,7 +181,8 @@ class Watch:
                 url,
                 queue_size=self.settings.prediction_log_queue,
                 flush_interval_s=self.settings.prediction_log_flush_s,
-                build=self._build_product_similar,
+                salt=self.salt,
+                process=self.settings.prediction_log_process,
                 on_drop=metrics.log_dropped.inc,
                 on_write=lambda n, _s: metrics.log_rows.inc(n),
             )
@@ -252,26 +255,6 @@ class Watch:
             "client": self.client(request),
             "latency_ms": None if started is None else 1000 * (time.perf_counter() - started),
         }
-
-    def _build_product_similar(self, raw: tuple) -> tuple:
-        """The row of a ``/products/{id}/similar`` answer from what ``log_product_similar``
-        queued; runs in the log's writer thread (``PredictionLog(build=...)``)."""
-        request_id, ts, name, version, key, latency_ms, ids, category, score = raw
-        row = {
-            "request_id": request_id,
-            "ts": ts,
-            "endpoint": "product_similar",
-            "model_name": name,
-            "model_version": version,
-            "role": "served",
-            "client": client_hash(key, self.salt),
-            "latency_ms": latency_ms,
-            "query_kind": "product",
-            "category": category,
-            "probability": score,
-            "top_k": top_k_json(ids),
-        }
-        return tuple(map(row.get, COLUMNS))
 
     def _shadow(self, item: _Shadowed) -> None:
         second = self.second.current if self.second is not None else None
@@ -478,18 +461,18 @@ def log_product_similar(
     info = market.info
     started = request.scope.get(STARTED)
     top = results[0] if results else None
-    watch.log.record_raw(
-        (
-            correlation_id.get() or "",
-            time.time(),
-            info.name,
-            info.version,
-            watch.client_key(request),
-            None if started is None else 1000 * (time.perf_counter() - started),
-            tuple([r["product_id"] for r in results]),  # atomic: the GC untracks it
-            None if top is None else top["category"],
-            None if top is None else top["score"],
-        )
+    watch.log.record_answer(
+        correlation_id.get() or "",
+        time.time(),
+        "product_similar",
+        info.name,
+        info.version,
+        watch.client_key(request),
+        None if started is None else 1000 * (time.perf_counter() - started),
+        "product",
+        tuple([r["product_id"] for r in results]),  # atomic: the GC untracks it
+        None if top is None else top["category"],
+        None if top is None else top["score"],
     )
 
 
