@@ -41,7 +41,9 @@ def loader(load: Callable[[], Marketplace], catalogue: CatalogueLog) -> Callable
         if market.classifier.package.kind != "combined":
             log.warning("%s is not a combined model: no live listings", market.info.name)
             return market
-        return attach(market, catalogue)
+        # The live neighbour lists: built by ``follow``'s first sync (queries scan until
+        # then), so a replay of 10,000 listings does not hold the model back by seconds.
+        return attach(market, catalogue, lists=False)
 
     return load_with_live
 

@@ -59,6 +59,7 @@ log = logging.getLogger("marketplace.search")
 
 EMBED_BATCH = 32  # photos per encoder pass when a replay finds vectors missing
 LIVE_CHUNK = 1024  # live rows scored against the built queries per matrix product
+LIVE_TAIL = 256  # rows a query scans beside the lists (applied since their refresh); more: scan
 
 
 def encoder_key(spec: dict[str, Any] | None, package_sha: str, finetuned: bool) -> str:
@@ -183,6 +184,7 @@ class LiveCatalogue:
         )
         self._built: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._removed: list[int] = []  # rows removed since the lists were last refreshed
+        self._lists_lock = threading.Lock()  # one lists refresh at a time
         self.replay_seconds = 0.0
         self.computed_vectors = 0  # encoder vectors not found in the cache (replay/sync)
 
@@ -287,10 +289,12 @@ class LiveCatalogue:
 
     # ---- following the log -----------------------------------------------------------
 
-    def replay(self, catalogue: CatalogueLog) -> int:
-        """Apply the whole log (at load); returns the number of live changes applied."""
+    def replay(self, catalogue: CatalogueLog, *, lists: bool = True) -> int:
+        """Apply the whole log (at load); returns the number of live changes applied.
+        ``lists=False`` leaves the live neighbour lists to ``refresh_lists`` (the API's
+        ``follow`` builds them after the model is served; queries scan until then)."""
         started = time.perf_counter()
-        applied = self.sync(catalogue)
+        applied = self.sync(catalogue, lists=lists)
         self.replay_seconds = time.perf_counter() - started
         return applied
 
@@ -315,24 +319,27 @@ class LiveCatalogue:
                 vectors = {**(known or {}), **self._vectors(catalogue, puts)}
                 self._apply(latest, vectors)
                 self.seq = changes[-1].seq
-            if lists:
-                self._refresh_lists()
-            return len(changes)
+        if lists:
+            self.refresh_lists()
+        return len(changes)
 
     def refresh_lists(self) -> None:
-        """Bring the live neighbour lists up to the applied rows."""
-        with self._sync_lock:
-            self._refresh_lists()
-
-    def _refresh_lists(self) -> None:
-        state = self._state
-        if state.live_hits is None or (state.lists_rows == state.n_rows and not self._removed):
-            return
-        hits, scores = self._live_lists(
-            state, state.rows, range(state.lists_rows, state.n_rows), self._removed
-        )
-        self._removed = []
-        self._state = replace(state, live_hits=hits, live_scores=scores, lists_rows=state.n_rows)
+        """Bring the live neighbour lists up to the applied rows. The matrix products run
+        outside the sync lock (a write's own sync does not wait for them); rows applied
+        meanwhile stay in the scanned tail, rows removed meanwhile wait for the next
+        refresh (a query skips them, and scans if that leaves a list short)."""
+        with self._lists_lock:
+            with self._sync_lock:
+                state = self._state
+                removed, self._removed = self._removed, []
+            if state.live_hits is None or (state.lists_rows == state.n_rows and not removed):
+                return
+            added = range(state.lists_rows, state.n_rows)
+            hits, scores = self._live_lists(state, state.rows, added, removed)
+            with self._sync_lock:
+                self._state = replace(
+                    self._state, live_hits=hits, live_scores=scores, lists_rows=state.n_rows
+                )
 
     def _apply(self, latest: dict[str, Change], vectors: dict[int, np.ndarray]) -> None:
         state = self._state
@@ -464,14 +471,20 @@ class LiveCatalogue:
         new_rows = np.arange(added.start, added.stop, dtype=np.int32)
         new_rows = new_rows[rows.alive[new_rows]]  # put and replaced again meanwhile: skip
         if len(new_rows) and len(keep):
+            whole = len(keep) == len(hits)
             for start in range(0, len(new_rows), LIVE_CHUNK):
                 chunk = new_rows[start : start + LIVE_CHUNK]
-                whole = len(keep) == len(hits)
                 at = slice(None) if whole else keep
                 new_scores = self._scores(at, rows.vectors[chunk]).astype(np.float32)
-                new_hits = np.broadcast_to(chunk, new_scores.shape)
-                top = self._top(hits[at], scores[at], new_hits, new_scores)
-                hits[at], scores[at] = top
+                # Only the products whose list a new row enters change (few, for a put).
+                enters = np.flatnonzero((new_scores > scores[at, -1:]).any(axis=1))
+                if not len(enters):
+                    continue
+                where = enters if whole else keep[enters]
+                new_hits = np.broadcast_to(chunk, (len(enters), len(chunk)))
+                hits[where], scores[where] = self._top(
+                    hits[where], scores[where], new_hits, new_scores[enters]
+                )
         if redo.any():
             positions = np.flatnonzero(redo)
             alive = np.flatnonzero(rows.alive[: added.stop]).astype(np.int32)
@@ -489,25 +502,30 @@ class LiveCatalogue:
         self, state: _State, position: int, query: np.ndarray, k: int
     ) -> list[tuple[Entry, float]] | None:
         """A built product's top ``k`` live listings: its list's first ``k`` alive rows and
-        the rows applied since the list was refreshed, scored exactly as the scan scores
-        them; ``None`` when the list cannot answer (too deep a ``k``, or removals left it
-        short of ``k`` while it had cut rows)."""
-        if state.live_hits is None or k > self.depth:
+        the rows applied since the list was refreshed (scored here); ``None`` when the list
+        cannot answer (too deep a ``k``; lists not built yet or far behind; removals left
+        it short of ``k`` while it had cut rows), and the caller scans."""
+        if state.live_hits is None or state.live_scores is None or k > self.depth:
+            return None
+        start, stop = state.lists_rows, state.n_rows
+        if stop - start > LIVE_TAIL:
             return None
         rows = state.rows
         hits = state.live_hits[position]
-        hits = hits[hits >= 0]
-        full = len(hits) == self.depth
-        hits = hits[rows.alive[hits]]  # removed since the list was refreshed
-        if len(hits) < k and full:
+        listed = hits >= 0
+        usable = listed & rows.alive[np.where(listed, hits, 0)]  # removed since: skipped
+        picked = np.flatnonzero(usable)[:k]
+        if len(picked) < k and listed[-1]:
             return None  # rows it cut may now belong in the top k: scan
-        candidates = hits[:k]
-        if state.lists_rows < state.n_rows:
-            tail = np.arange(state.lists_rows, state.n_rows)
-            candidates = np.concatenate([candidates, tail[rows.alive[tail]]])
-        scores = rows.vectors[candidates] @ query
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(rows.entries[candidates[i]], float(scores[i])) for i in order]  # type: ignore[misc]
+        found, scores = hits[picked], state.live_scores[position, picked]
+        if stop > start:
+            tail = np.flatnonzero(rows.alive[start:stop])
+            found = np.concatenate([found, tail + start])
+            scores = np.concatenate([scores, (rows.vectors[start:stop] @ query)[tail]])
+            order = np.argsort(-scores, kind="stable")[:k]
+            found, scores = found[order], scores[order]
+        entries = rows.entries
+        return [(entries[r], s) for r, s in zip(found.tolist(), scores.tolist(), strict=True)]  # type: ignore[misc]
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -609,14 +627,14 @@ class LiveCatalogue:
         if state.n_hidden == 0:
             return self.index.neighbours(position, k)
         depth = self.index.meta.neighbours
-        if k > depth:
+        lists = self.index._neighbours
+        if k > depth or lists is None:
             return None
-        hits = self.index.neighbours(position, depth)
-        if hits is None:
-            return None
-        kept = [(p, s) for p, s in hits if not state.hidden[p]]
-        if len(kept) >= k or len(hits) < depth:  # a short list is the whole catalogue
-            return kept[:k]
+        hits, scores = lists[0][position], lists[1][position]
+        listed = hits >= 0
+        kept = np.flatnonzero(listed & ~state.hidden[np.where(listed, hits, 0)])[:k]
+        if len(kept) >= k or listed.sum() < depth:  # a short list is the whole catalogue
+            return list(zip(hits[kept].tolist(), scores[kept].tolist(), strict=True))
         return None
 
     def _search_built(
@@ -694,10 +712,11 @@ class LiveCatalogue:
         return [{**r, "score": round(s, 6)} for s, r in records[:k]]
 
 
-def attach(market: Marketplace, catalogue: CatalogueLog) -> Marketplace:
-    """``market`` with the log replayed onto its index (``market.live``); at load."""
+def attach(market: Marketplace, catalogue: CatalogueLog, *, lists: bool = True) -> Marketplace:
+    """``market`` with the log replayed onto its index (``market.live``); at load.
+    ``lists=False``: the live neighbour lists are left to ``refresh_lists``."""
     live = LiveCatalogue(market)
-    applied = live.replay(catalogue)
+    applied = live.replay(catalogue, lists=lists)
     market.live = live
     log.info(
         "catalogue log replayed onto %s version %s: %d changes, %d live listings, %.2f s",
