@@ -1,11 +1,13 @@
 """What watching production costs: the prediction log and a shadow version, on the real model.
 
-Three API servers over the same registry (the real-data project ``bench_serving.py --build``
+API servers over the same registry (the real-data project ``bench_serving.py --build``
 makes), started side by side and measured in interleaved rounds, so that a busy moment on
 the shared machine hits every variant alike:
 
 - ``off``: ``MARKETPLACE_PREDICTION_LOG=false``;
-- ``log``: the prediction log on (SQLite file, the default writer settings);
+- ``log``: the prediction log on (SQLite file, the default writer: a child process);
+- ``log_thread``: the same with ``MARKETPLACE_PREDICTION_LOG_PROCESS=false`` (a thread);
+- ``log_base`` (``--baseline <checkout>``): the log on, running another checkout's code;
 - ``shadow``: the log on and ``MARKETPLACE_SHADOW_ALIAS=challenger`` (the alias set to the
   production version here: one real version exists; a retrained head shares its encoders
   the same way, so the shadow costs the same).
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,8 @@ from tests.helpers import venv_env  # noqa: E402
 
 VARIANTS = {
     "off": {"MARKETPLACE_PREDICTION_LOG": "false"},
-    "log": {},
+    "log": {},  # the default writer: a child process
+    "log_thread": {"MARKETPLACE_PREDICTION_LOG_PROCESS": "false"},  # a writer thread
     "shadow": {"MARKETPLACE_SHADOW_ALIAS": "challenger"},
 }
 
@@ -97,40 +101,51 @@ def in_process_cost(project: Path, listings: list, ids: list[str], n: int = 2000
     listing = Listing(image, text, price)
     prediction = market.predict_encoded_many([listing])[0]
     results = market.similar_to_product(ids[0], k=10)
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        from prometheus_client import CollectorRegistry
+    out: dict[str, Any] = {}
+    for writer in ("thread", "process"):
+        with tempfile.TemporaryDirectory() as tmp:
+            from prometheus_client import CollectorRegistry
 
-        settings = Settings(prediction_log_url=f"sqlite:///{tmp}/log.db")
-        watch = Watch(settings, CollectorRegistry())
+            settings = Settings(
+                prediction_log_url=f"sqlite:///{tmp}/log.db",
+                prediction_log_process=writer == "process",
+            )
+            watch = Watch(settings, CollectorRegistry())
 
-        class App:
-            class state:  # noqa: N801
-                pass
+            class App:
+                class state:  # noqa: N801
+                    pass
 
-        App.state.watch = watch
-        scope = {"type": "http", "app": App, "headers": [], "client": ("127.0.0.1", 1),
-                 "marketplace.started": time.perf_counter()}  # fmt: skip
-        request = Request(scope)
-        import asyncio
+            App.state.watch = watch
+            scope = {"type": "http", "app": App, "headers": [], "client": ("127.0.0.1", 1),
+                     "marketplace.started": time.perf_counter()}  # fmt: skip
+            request = Request(scope)
+            import asyncio
 
-        asyncio.run(watch.start(lambda alias: None))  # type: ignore[arg-type,return-value]
-        assert watch.log is not None
-        watch.log.flush_interval_s = 1000  # write only when asked, to time it alone
-        watch.log.batch_size = 10**9
-        for name, call in (
-            ("predict_image_text", lambda: log_predict(request, market, listing, prediction)),
-            ("product_similar", lambda: log_product_similar(request, market, results)),
-        ):
-            started = time.perf_counter()
-            for _ in range(n):
-                call()
-            queued = time.perf_counter() - started
-            started = time.perf_counter()
-            watch.log.flush(120)
-            written = time.perf_counter() - started
-            out[name] = {"queue_us": 1e6 * queued / n, "write_us": 1e6 * written / n}
-        asyncio.run(watch.stop())
+            asyncio.run(watch.start(lambda alias: None))  # type: ignore[arg-type,return-value]
+            assert watch.log is not None
+            watch.log.flush_interval_s = 1000  # write only when asked, to time it alone
+            watch.log.batch_size = 10**9
+            for name, call in (
+                ("predict_image_text", partial(log_predict, request, market, listing, prediction)),
+                ("product_similar", partial(log_product_similar, request, market, results)),
+            ):
+                started = time.perf_counter()
+                for _ in range(n):
+                    call()
+                queued = time.perf_counter() - started
+                started, cpu = time.perf_counter(), time.process_time()
+                watch.log.flush(120)
+                written = time.perf_counter() - started
+                # The API process's CPU for the write (the GIL's cost to the event loop):
+                # the whole write for a thread writer, the pickling for a process writer.
+                api_cpu = time.process_time() - cpu
+                out[f"{name}_{writer}"] = {
+                    "queue_us": 1e6 * queued / n,
+                    "write_us": 1e6 * written / n,
+                    "write_api_cpu_us": 1e6 * api_cpu / n,
+                }
+            asyncio.run(watch.stop())
     return out
 
 
@@ -225,7 +240,7 @@ def main() -> int:
     results["summary"] = summary
     results["in_process_us_per_answer"] = in_process_cost(project, listings, ids)
     ratios: dict[str, float] = {}
-    for a, b in (("log", "off"), ("log_base", "off"), ("shadow", "log")):
+    for a, b in (("log", "off"), ("log_thread", "off"), ("log_base", "off"), ("shadow", "log")):
         for measure, stat in (("similar_16", "p50_ms"), ("similar_16", "rps"),
                               ("predict_4", "p50_ms"), ("predict_4", "rps"),
                               ("predict_1", "p50_ms")):  # fmt: skip
