@@ -1,9 +1,9 @@
-"""The prediction log's writer: rows queued by the API, written in batches by one thread.
+"""The prediction log's writer: rows queued by the API, written in batches off its hot path.
 
 The API must not wait for a database on its hot path, and must not grow without bound
 when the database is slow. So ``record`` only appends a row to a bounded queue (a few
-microseconds, never blocking) and ``record_raw`` even less: a tuple of the request's raw
-facts that the writer thread turns into the row (``build``), so that a cheap endpoint's
+microseconds, never blocking) and ``record_answer`` even less: a tuple of the answer's raw
+facts that the writer turns into the row (``answer_values``), so that a cheap endpoint's
 event loop builds no dict, hashes nothing and serialises nothing. The writer sleeps on a
 timer: every ``flush_interval_s`` (or when ``flush``/``close`` asks) it takes what is
 queued and inserts it in one transaction per ``batch_size`` rows (``marketplace.core.db``:
