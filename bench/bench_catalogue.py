@@ -57,11 +57,11 @@ TOKEN = "bench-catalogue-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _env(project: Path, log_url: str) -> dict[str, str]:
+def _env(project: Path, log_url: str, tree: Path = ROOT) -> dict[str, str]:
     return {
         **venv_env(),
         "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+        "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MARKETPLACE_CATALOGUE_URL": log_url,
@@ -70,13 +70,16 @@ def _env(project: Path, log_url: str) -> dict[str, str]:
     }
 
 
-def start_api(project: Path, log_url: str) -> tuple[subprocess.Popen, str, float]:
+def start_api(
+    project: Path, log_url: str, tree: Path = ROOT
+) -> tuple[subprocess.Popen, str, float]:
+    """The API over ``project`` and the log at ``log_url``, running ``tree``'s code."""
     port = _port()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=_env(project, log_url),
+        cwd=tree,
+        env=_env(project, log_url, tree),
     )
     base = f"http://127.0.0.1:{port}"
     _wait_ready(f"{base}/health/ready", process, timeout=300)
@@ -235,10 +238,16 @@ def fill_log(project: Path, url: str, n: int, thumb: bytes) -> dict[str, Any]:
     catalogue.cache_vectors(vectors)
     written = time.perf_counter() - started
     fresh = LiveCatalogue(market)
-    fresh.replay(catalogue)
+    fresh.replay(catalogue, lists=False)  # as the API replays at load
     assert fresh.size == n and fresh.computed_vectors == 0, fresh.describe()
+    started = time.perf_counter()
+    fresh.refresh_lists()  # what the API's follow loop then does in the background
+    lists_s = time.perf_counter() - started
+    state = fresh._state
+    lists_mb = 0.0 if state.live_hits is None else (state.live_hits.nbytes * 2) / 1e6
     catalogue.dispose()
-    return {"listings": n, "write_s": written, "replay_in_process_s": fresh.replay_seconds}
+    return {"listings": n, "write_s": written, "replay_in_process_s": fresh.replay_seconds,
+            "live_lists_build_s": lists_s, "live_lists_mb": lists_mb}  # fmt: skip
 
 
 def kill_cycles(project: Path, url: str, cycles: int, seconds: float) -> dict[str, Any]:
@@ -313,6 +322,11 @@ def main() -> int:
         help="replace the served index by this many synthetic listings (a sample registry)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/catalogue.json")
+    parser.add_argument(
+        "--baseline", type=Path,
+        help="another checkout (the code before a change): a third server on the same live "
+        "log, in the same similar rounds (key 'baseline')",
+    )  # fmt: skip
     args = parser.parse_args()
     project = args.project.resolve()
     if not (project / "mlflow.db").exists() or not args.photos.is_dir():
@@ -366,6 +380,9 @@ def main() -> int:
         # Today's API (an empty log) beside this one, measured in turns: the machine is
         # shared, so each ratio compares two runs a few seconds apart.
         other, plain, _ = start_api(project, f"sqlite:///{scratch / 'empty-similar.db'}")
+        old = old_base = None
+        if args.baseline is not None:
+            old, old_base, _ = start_api(project, url, args.baseline.resolve())
         rounds = []
         try:
             for _ in range(args.rounds):
@@ -373,13 +390,25 @@ def main() -> int:
                 after = similar_latency(base, queried, args.requests)
                 rounds.append({"before": before, "after": after,
                                "ratio_p50": after["p50_ms"] / before["p50_ms"]})  # fmt: skip
-                print("similar before/after", before["p50_ms"], after["p50_ms"], flush=True)
+                if old_base is not None:
+                    baseline = similar_latency(old_base, queried, args.requests)
+                    rounds[-1]["baseline"] = baseline
+                    rounds[-1]["baseline_ratio_p50"] = baseline["p50_ms"] / before["p50_ms"]
+                print("similar before/after", before["p50_ms"], after["p50_ms"],
+                      rounds[-1].get("baseline", {}).get("p50_ms"), flush=True)  # fmt: skip
         finally:
             stop(other)
+            if old is not None:
+                stop(old)
         results["similar_rounds"] = rounds
         results["similar_after_over_before_p50_median"] = statistics.median(
             r["ratio_p50"] for r in rounds
         )
+        if old_base is not None:
+            results["similar_baseline_over_before_p50_median"] = statistics.median(
+                r["baseline_ratio_p50"] for r in rounds
+            )
+        results["load_average"] = os.getloadavg()
         live = httpx.get(f"{base}/products/bench-text-5/similar?k=10").json()["results"]
         from marketplace.search.catalogue import CatalogueLog
 

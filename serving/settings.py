@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     prediction_log_queue: int = Field(10_000, ge=1)
     # The writer commits at least this often (a kill -9 loses at most this much).
     prediction_log_flush_s: float = Field(1.0, gt=0, le=10)
+    # Build and write the rows in a child process (false: a thread of the API process).
+    prediction_log_process: bool = True
     # Live accuracy (/metrics) over the last this many feedback categories per version/kind.
     live_accuracy_window: int = Field(500, ge=1)
     # A second version scoring the same /predict requests after the answer (e.g. challenger).

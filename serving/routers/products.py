@@ -11,14 +11,14 @@ commit, with /predict's checks and errors (413, 415, 422).
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Path, Request, Response
 from pydantic import Field, field_validator, model_validator
-from starlette.concurrency import run_in_threadpool
 
 from marketplace.search.catalogue import DELETE, PUT
-from serving.catalogue import CatalogueDep, LiveDep, apply_own, require_catalogue_token
+from serving.catalogue import CatalogueDep, LiveDep, commit_and_apply, require_catalogue_token
 from serving.contract import LISTING_ERRORS, PHOTO_PART, error_responses
 from serving.dependencies import ModelDep, SettingsDep
 from serving.routers._common import call_model, model_ref
@@ -132,18 +132,22 @@ async def put_product(
         "category": category,
         "category_source": source,
     }
-    written = await run_in_threadpool(
-        catalogue.append,
-        product_id,
-        PUT,
-        fields=fields,
-        image=image,
-        vectors=embedded.cache_rows(),
+    written = await commit_and_apply(
+        request,
+        market,
+        partial(
+            catalogue.append,
+            product_id,
+            PUT,
+            fields=fields,
+            image=image,
+            vectors=embedded.cache_rows(),
+        ),
+        embedded.stored,
     )
     existed = written.existed_in_log
     if existed is None:
         existed = market.index.position(product_id) is not None
-    await apply_own(request, market, {written.seq: embedded.stored})
     response.status_code = 200 if existed else 201
     return StoredListing(
         product_id=product_id,
@@ -173,8 +177,7 @@ async def delete_product(
     returns it once this answers 204."""
     if not live.exists(product_id):
         raise HTTPException(404, f"unknown product id {product_id!r}")
-    await run_in_threadpool(catalogue.append, product_id, DELETE)
-    await apply_own(request, live.market)
+    await commit_and_apply(request, live.market, partial(catalogue.append, product_id, DELETE))
     return Response(status_code=204)
 
 

@@ -277,3 +277,84 @@ def test_kill_9_under_16_writers_loses_no_acknowledged_change(
         assert not set(deleted) & set(live_titles)
     assert checked >= 100  # acknowledged puts and deletes (the refused ones counted apart)
     print(f"{checked} acknowledged changes checked after kill -9, {len(refused)} refused")
+
+
+def test_live_neighbour_lists_answer_as_the_scan(registry: Registry) -> None:
+    """More like this of a built product, from its live neighbour list (and the scanned
+    tail of rows applied since), gives the ids and scores of a scan of every live vector,
+    over random puts, re-puts, deletes and hidden built products (in process, no HTTP)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from marketplace.inference import Filters, Marketplace
+    from marketplace.search.catalogue import DELETE, PUT, Change
+    from marketplace.search.live import LiveCatalogue
+
+    market = Marketplace.from_registry(registry.name, "production")
+    live = LiveCatalogue(market)
+    index = live.index
+    assert live.depth > 0
+    rng = random.Random(7)
+    gen = np.random.default_rng(7)
+    built_ids = [str(index.products["product_id"][i]) for i in range(len(index))]
+    live_ids: list[str] = []
+    seq = 0
+
+    def change(product_id: str, op: str) -> tuple[Change, np.ndarray | None]:
+        nonlocal seq
+        seq += 1
+        if op != PUT:
+            return Change(seq, product_id, op, time.time()), None
+        vector = gen.standard_normal(index.meta.dim).astype(np.float32)
+        has_image = rng.random() < 0.7
+        if not has_image:
+            vector[index.half :] = 0.0
+        vector /= np.linalg.norm(vector)
+        fields = {"title": f"t{seq}", "price": 10.0, "category": "Appliances"}
+        return Change(seq, product_id, op, time.time(), **fields,
+                      image_sha256="x" if has_image else None), vector  # fmt: skip
+
+    compared = listed = 0
+    for round_ in range(8):
+        latest, vectors = {}, {}
+        for _ in range(rng.choice([1, 5, 60])):
+            roll = rng.random()
+            if roll < 0.6 or not live_ids:
+                product_id = f"live-{seq}"
+                live_ids.append(product_id)
+            elif roll < 0.8:
+                product_id = rng.choice(live_ids)  # a re-put: its old row is removed
+            elif roll < 0.9:
+                product_id = rng.choice(built_ids)  # a built product, hidden from now on
+            else:
+                product_id = rng.choice(live_ids)
+            op = DELETE if roll >= 0.9 else PUT
+            c, vector = change(product_id, op)
+            latest[product_id] = c
+            if vector is not None:
+                vectors[c.seq] = vector
+        live._apply(latest, vectors)
+        if round_ % 3 != 2:  # otherwise the new rows stay in the scanned tail
+            live.refresh_lists()
+        state = live._state
+        scan = replace(state, live_hits=None)
+        for product_id in rng.sample(built_ids, 20):
+            if not live.exists(product_id) or live.entry(product_id) is not None:
+                continue
+            for k in (1, 10, live.depth):
+                live._state = state
+                got = live.similar_to_product(product_id, k, Filters())
+                live._state = scan
+                expected = live.similar_to_product(product_id, k, Filters())
+                assert [r["score"] for r in got] == pytest.approx(
+                    [r["score"] for r in expected], abs=2e-6
+                )
+                assert [r["product_id"] for r in got] == [r["product_id"] for r in expected]
+                compared += 1
+                position = index.position(product_id)
+                query = index.product_query(position)
+                listed += live._live_neighbours(state, position, query, k) is not None
+        live._state = state
+    assert compared > 100 and state.n_rows > live.depth  # lists were cut and refilled
+    assert listed > 0.8 * compared  # the lists answered (not the scan they fall back to)

@@ -1,11 +1,16 @@
-"""The prediction log's writer: rows queued by the API, written in batches by one thread.
+"""The prediction log's writer: rows queued by the API, written in batches off its hot path.
 
 The API must not wait for a database on its hot path, and must not grow without bound
-when the database is slow. So ``record`` only puts a row into a bounded queue (a few
-microseconds, never blocking); a background thread drains it at least every
-``flush_interval_s`` (sooner when ``batch_size`` rows wait) and inserts each batch in one
-transaction (``marketplace.core.db``: SQLite in WAL mode with full sync by default,
-PostgreSQL on the stack). What this can lose is bounded and counted:
+when the database is slow. So ``record`` only appends a row to a bounded queue (a few
+microseconds, never blocking) and ``record_answer`` even less: a tuple of the answer's raw
+facts that the writer turns into the row (``answer_values``), so that a cheap endpoint's
+event loop builds no dict, hashes nothing and serialises nothing. The writer sleeps on a
+timer: every ``flush_interval_s`` (or when ``flush``/``close`` asks) it takes what is
+queued and inserts it in one transaction per ``batch_size`` rows (``marketplace.core.db``:
+SQLite in WAL mode with full sync by default, PostgreSQL on the stack). Nothing on the
+hot path wakes it: a writer woken per row or per batch takes the GIL from the event loop
+that often, which cost more-like-this 15-20 % of its throughput. What this can lose is
+bounded and counted:
 
 - a full queue drops the row (``dropped``, and the ``on_drop`` callback: a Prometheus
   counter and a warning in the API);
@@ -16,18 +21,29 @@ PostgreSQL on the stack). What this can lose is bounded and counted:
   loses what was queued since the last write: at most ``flush_interval_s`` of answers
   plus the batch being written.
 
+With ``process=True`` the building and writing run in a child process (spawned at
+``start``): the API's thread only pickles what is queued and sends it down a pipe once per
+interval, so the log takes almost no GIL time from the event loop (a thread that builds
+and writes rows holds it ~20 µs a row). The child acknowledges each batch with the counts
+above; a kill -9 of the API leaves the child to write what it was sent (it sees the pipe
+close), so the bound is the same; a child that dies is replaced by the thread writer.
+
 ``flush`` waits until every row recorded before the call is written (or counted lost):
 feedback on an answer given a moment ago looks its request id up after a flush.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import multiprocessing
+import pickle
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -40,6 +56,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = tuple(c.name for c in log_schema.predictions.columns if c.name != "id")
 Row = dict[str, Any]
+Values = tuple[Any, ...]  # a row as inserted: one value per column of ``COLUMNS``
 SQLITE_ROWS = 40  # rows per INSERT statement on SQLite (20 columns: 800 of its 32,766 variables)
 
 
@@ -58,8 +75,37 @@ def top_k_json(items: Sequence[Any]) -> str:
     return json.dumps(items, separators=(",", ":"))
 
 
+def client_hash(key: str, salt: bytes) -> str:
+    """A client's key as stored and routed on: a keyed BLAKE2b digest (32 hex digits)."""
+    return hashlib.blake2b(key.encode(), key=salt, digest_size=16).hexdigest()
+
+
+# What ``record_answer`` queues: the raw facts of a served answer, in this order.
+ANSWER_FIELDS = (
+    "request_id", "ts", "endpoint", "model_name", "model_version", "client",
+    "latency_ms", "query_kind", "top_k", "category", "probability",
+)  # fmt: skip
+_AT = {c: i for i, c in enumerate(COLUMNS)}
+_ANSWER_AT = [_AT[c] for c in ANSWER_FIELDS]
+_ROLE_AT, _CLIENT_AT, _TOP_AT = _AT["role"], _AT["client"], _AT["top_k"]
+
+
+def answer_values(raw: tuple, salt: bytes) -> Values:
+    """A ``record_answer`` tuple as the row's column values: the client key hashed, the
+    ids as JSON, ``role = served`` (runs in the writer, not on the request)."""
+    values: list[Any] = [None] * len(COLUMNS)
+    for at, value in zip(_ANSWER_AT, raw, strict=True):
+        values[at] = value
+    values[_ROLE_AT] = "served"
+    values[_CLIENT_AT] = client_hash(raw[5], salt)
+    values[_TOP_AT] = top_k_json(raw[8])
+    return tuple(values)
+
+
 class PredictionLog:
-    """A bounded queue of prediction rows and the thread that writes them in batches."""
+    """A bounded queue of prediction rows and the thread (or process) that writes them.
+
+    ``salt`` keys the client hash of ``record_answer`` rows (built by the writer)."""
 
     def __init__(
         self,
@@ -67,19 +113,26 @@ class PredictionLog:
         *,
         queue_size: int = 10_000,
         flush_interval_s: float = 1.0,
-        batch_size: int = 500,
+        batch_size: int = 10_000,
+        salt: bytes = b"",
+        process: bool = False,
         on_drop: Callable[[int], None] | None = None,
         on_write: Callable[[int, float], None] | None = None,
     ) -> None:
         self.url = url
         self.flush_interval_s = flush_interval_s
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # rows per transaction (a flush may write several)
+        self.salt = salt
+        self.process = process  # write in a child process (see the module docstring)
+        self._child: Any = None  # the child process and our end of its pipe
+        self._pipe: Any = None
+        self._sent = 0  # rows handed to the child
         self._on_drop = on_drop  # told how many rows a full queue refused (1 at a time)
         self._on_write = on_write  # told each batch's size and seconds
         # A deque, not a queue.Queue: append and popleft are atomic and 30x cheaper than
         # the Queue's locks (this runs on every request); its bound is checked by hand.
         self.queue_size = queue_size
-        self._queue: deque[Row] = deque()
+        self._queue: deque[Row | tuple] = deque()
         self._insert: str | None = None  # SQLite: a compiled multi-row INSERT (executemany)
         self._insert_one = ""  # and its one-row form, for a batch's last rows
         self._engine: sa.Engine | None = None
@@ -87,7 +140,7 @@ class PredictionLog:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._settled = threading.Condition()
-        self._retry: list[Row] = []  # a batch whose write failed, tried again first
+        self._retry: list[Values] = []  # a batch whose write failed, tried again first
         self.recorded = 0  # rows accepted into the queue
         self.written = 0  # rows committed
         self.dropped = 0  # rows a full queue refused
@@ -98,9 +151,19 @@ class PredictionLog:
     # -- life cycle --------------------------------------------------------------------
 
     def start(self) -> PredictionLog:
-        """Create the tables where missing and start the writer thread."""
+        """Create the tables where missing and start the writer thread (and process)."""
         self._engine = db.engine(self.url)
         log_schema.create(self._engine)
+        self.start_statements()
+        if self.process:
+            self._spawn()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def start_statements(self) -> None:
+        """Compile SQLite's multi-row INSERT (the writer's, in this process or the child)."""
+        assert self._engine is not None
         if self._engine.dialect.name == "sqlite":
             # The DBAPI's executemany on tuples costs a third of SQLAlchemy's per-row
             # parameter handling; PostgreSQL keeps SQLAlchemy's multi-row VALUES batches.
@@ -115,9 +178,20 @@ class PredictionLog:
             head, values = str(compiled).split(" VALUES ")
             self._insert = f"{head} VALUES {', '.join([values] * SQLITE_ROWS)}"
             self._insert_one = str(compiled)
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
-        return self
+
+    def _spawn(self) -> None:
+        # spawn, not fork: the API has threads (and torch's) that a fork would copy mid-work.
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        self._child = context.Process(
+            target=_child_main,
+            args=(self.url, theirs, self.salt, self.batch_size),
+            name="prediction-log-writer",
+            daemon=True,
+        )
+        self._child.start()
+        theirs.close()
+        self._pipe = ours
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, then stop the thread (a clean shutdown loses nothing)."""
@@ -129,6 +203,11 @@ class PredictionLog:
         if self._thread.is_alive():
             log.error("prediction log: the writer did not finish within %.0f s", timeout)
         self._thread = None
+        if self._child is not None:
+            self._child.join(timeout)
+            if self._child.is_alive():
+                self._child.terminate()
+            self._child = None
         if self._engine is not None:
             self._engine.dispose()
         if self.dropped or self.lost:
@@ -149,15 +228,24 @@ class PredictionLog:
     def record(self, row: Row) -> bool:
         """Queue one row (never blocks); ``False`` when the queue was full (counted).
 
-        Called from one thread (the API's event loop)."""
-        waiting = len(self._queue)
-        if waiting >= self.queue_size:
+        Called from one thread (the API's event loop). Wakes nobody: the writer comes by
+        on its timer."""
+        if len(self._queue) >= self.queue_size:
             self._dropped()
             return False
         self._queue.append(row)
         self.recorded += 1
-        if waiting + 1 == self.batch_size:
-            self._wake.set()
+        return True
+
+    def record_answer(self, *raw: Any) -> bool:
+        """Queue a served answer's raw facts (``ANSWER_FIELDS``: the client's key, not its
+        hash; the result ids, not their JSON): the hot path's cheapest form, one small
+        tuple; the writer builds the row (``answer_values``)."""
+        if len(self._queue) >= self.queue_size:
+            self._dropped()
+            return False
+        self._queue.append(raw)
+        self.recorded += 1
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -179,6 +267,8 @@ class PredictionLog:
     @property
     def pending(self) -> int:
         """Rows waiting to be written."""
+        if self._pipe is not None:
+            return len(self._queue) + self._sent - self.written - self.lost
         return len(self._queue) + len(self._retry)
 
     def _dropped(self) -> None:
@@ -197,19 +287,58 @@ class PredictionLog:
     # -- the writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        # A fixed-rate timer: a row waits at most flush_interval_s for its write to start,
+        # however long the previous write took.
+        due = time.monotonic() + self.flush_interval_s
         while True:
-            self._wake.wait(self.flush_interval_s)
+            self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
+            now = time.monotonic()
+            if now >= due:  # the timer (not flush/close): the next one; at once if behind
+                due = max(due + self.flush_interval_s, now)
             stopping = self._stopping.is_set()
-            self._drain(final=stopping)
+            if self._pipe is not None:
+                self._ship(final=stopping)
+            else:
+                self._drain(final=stopping)
             if stopping:
                 return
 
+    def _ship(self, final: bool) -> None:
+        """Hand what is queued to the child (one pickle, one pipe write) and take its
+        counts back; the child writing while this thread waits costs the API no GIL."""
+        items = [self._queue.popleft() for _ in range(len(self._queue))]
+        unsettled = self._sent - self.written - self.lost
+        if not items and not unsettled and not final:
+            return
+        try:
+            self._pipe.send_bytes(pickle.dumps(items, pickle.HIGHEST_PROTOCOL))
+            self._sent += len(items)
+            written, lost, failures = self._pipe.recv()
+            if final:  # an empty message: write everything (or count it lost), then exit
+                self._pipe.send_bytes(b"")
+                written, lost, failures = self._pipe.recv()
+        except (OSError, EOFError) as exc:  # the child died: this thread writes from now on
+            log.error("prediction log: the writer process failed (%s); writing in-thread", exc)
+            self._pipe = None
+            lost = self._sent - self.written - self.lost  # what it had, unacknowledged
+            self._settle(lost=lost)
+            self._queue.extendleft(reversed(items))
+            self._drain(final=final)
+            return
+        self.failures = failures
+        new_written = written - self.written
+        self._settle(written=new_written, lost=lost - self.lost)
+        if new_written and self._on_write is not None:
+            self._on_write(new_written, 0.0)
+
     def _drain(self, final: bool) -> None:
         while True:
-            batch = self._retry or self._take()
+            batch = self._retry or self._values(self._take())
             if not batch:
-                return
+                if not self._queue:
+                    return
+                continue  # every row of that batch failed to build (counted lost)
             if self._write(batch):
                 self._retry = []
                 continue
@@ -223,17 +352,36 @@ class PredictionLog:
                 self._retry = batch  # try again at the next wake-up
             return
 
-    def _take(self) -> list[Row]:
-        batch: list[Row] = []
+    def _take(self) -> list[Row | tuple]:
+        batch: list[Row | tuple] = []
         pop = self._queue.popleft
         try:
-            while len(batch) < self.batch_size:
+            for _ in range(min(self.batch_size, len(self._queue))):
                 batch.append(pop())
         except IndexError:  # empty
             pass
         return batch
 
-    def _write(self, batch: list[Row]) -> bool:
+    def _values(self, items: list[Row | tuple]) -> list[Values]:
+        """The rows' column values: dicts read by column, raw tuples built (here, in the
+        writer thread). A row that cannot be built is counted lost, with its reason."""
+        values: list[Values] = []
+        failed = 0
+        for item in items:
+            if type(item) is dict:
+                values.append(tuple(map(item.get, COLUMNS)))
+                continue
+            try:
+                values.append(answer_values(item, self.salt))
+            except Exception as exc:
+                failed += 1
+                if failed == 1:
+                    log.error("prediction log: a queued row could not be built: %r", exc)
+        if failed:
+            self._settle(lost=failed)
+        return values
+
+    def _write(self, batch: list[Values]) -> bool:
         """Insert ``batch`` in one transaction; ``False`` (rows kept for a retry) when the
         database refuses it. A batch that fails whole but partly succeeds row by row had
         bad rows (too long a value, say): those are counted lost, not retried forever."""
@@ -242,21 +390,21 @@ class PredictionLog:
             with self.engine.begin() as connection:
                 if self._insert is not None:
                     full = len(batch) - len(batch) % SQLITE_ROWS
-                    flat = [v for r in batch[:full] for v in map(r.get, COLUMNS)]
-                    size = SQLITE_ROWS * len(COLUMNS)
-                    chunks = [tuple(flat[i : i + size]) for i in range(0, len(flat), size)]
+                    chunks = [
+                        tuple(chain.from_iterable(batch[i : i + SQLITE_ROWS]))
+                        for i in range(0, full, SQLITE_ROWS)
+                    ]
                     if chunks:
                         connection.exec_driver_sql(self._insert, chunks)
-                    rest = [tuple(map(r.get, COLUMNS)) for r in batch[full:]]
-                    if rest:
-                        connection.exec_driver_sql(self._insert_one, rest)
+                    if full < len(batch):
+                        connection.exec_driver_sql(self._insert_one, batch[full:])
                 else:  # every row every column (rows of different endpoints differ)
-                    rows = [{c: r.get(c) for c in COLUMNS} for r in batch]
+                    rows = [dict(zip(COLUMNS, v, strict=True)) for v in batch]
                     connection.execute(log_schema.predictions.insert(), rows)
         except Exception as exc:  # any database failure: keep the rows, say why
             self.failures += 1
             log.error("prediction log: writing %d rows failed: %s", len(batch), exc)
-            rows = [{c: r.get(c) for c in COLUMNS} for r in batch]
+            rows = [dict(zip(COLUMNS, v, strict=True)) for v in batch]
             written = self._write_one_by_one(rows)
             if not written:
                 return False  # the database is down: try the whole batch again later
@@ -298,3 +446,31 @@ def known_request(engine: sa.Engine, request_id: str) -> Mapping[str, Any] | Non
     with engine.connect() as connection:
         row = connection.execute(query).mappings().first()
     return None if row is None else dict(row)
+
+
+def _child_main(url: str, pipe: Any, salt: bytes, batch_size: int) -> None:
+    """The writer process: rows in by the pipe, written as the thread writer writes them
+    (same batches, retries, counts), the counts sent back after each batch. The pipe
+    closing (the API exited, even by kill -9) or an empty message: write all, exit."""
+    writer = PredictionLog(url, batch_size=batch_size, salt=salt)
+    writer._engine = db.engine(url)
+    writer.start_statements()
+    final = False
+    while not final:
+        try:
+            message = pipe.recv_bytes()
+        except (EOFError, OSError):
+            message, final = b"", True
+        if message:
+            items = pickle.loads(message)
+            writer._queue.extend(items)
+            writer.recorded += len(items)
+        else:
+            final = True
+        writer._drain(final=final)
+        try:
+            pipe.send((writer.written, writer.lost, writer.failures))
+        except OSError:
+            final = True
+    writer._drain(final=True)
+    writer._engine.dispose()

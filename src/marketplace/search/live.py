@@ -10,7 +10,15 @@ The built index (``marketplace.search.index.ProductIndex``) is frozen when the p
   beside the built one (one matrix-vector product; a removed row is masked); the two hit
   lists are merged by score. A FAISS ``IndexIDMap2`` over ``IndexFlatIP`` did the same
   but cost 160 µs a query at 1,100 live listings against 56 µs for the product, which
-  put "more like this" over its target (BENCHMARKS.md, "Live listings").
+  put "more like this" over its target (BENCHMARKS.md, "Live listings");
+- "more like this" of a built product reads two short lists: its precomputed built
+  neighbours (without hidden positions) and **its live neighbours**, the top
+  ``index.neighbours`` live listings for its query, kept up to date as changes are applied
+  (a put listing is scored against every built product's query once, one matrix product,
+  and merged into the lists; a product whose list held a removed listing gets its list
+  recomputed over the live rows). A query then reads ``k`` rows instead of scanning every
+  live vector (3.3 MB at 800 live listings); filtered queries, a larger ``k`` or a live
+  product's own query still scan.
 
 Vectors are made as the index stage makes them: the frozen encoders' outputs (cached in
 ``catalogue_vectors`` by content hash and encoder spec), then this model's branch layers.
@@ -31,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import faiss
@@ -50,6 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("marketplace.search")
 
 EMBED_BATCH = 32  # photos per encoder pass when a replay finds vectors missing
+LIVE_CHUNK = 1024  # live rows scored against the built queries per matrix product
+LIVE_TAIL = 256  # rows a query scans beside the lists (applied since their refresh); more: scan
 
 
 def encoder_key(spec: dict[str, Any] | None, package_sha: str, finetuned: bool) -> str:
@@ -136,6 +146,11 @@ class _State:
     rows: _Rows
     n_rows: int  # rows written when this snapshot was taken
     deleted: frozenset[str]  # deleted through the API (built or live)
+    # Each built product's live neighbours: the top ``depth`` alive live rows for its
+    # query (-1 / -inf past the end), best first; ``None`` when the index keeps no lists.
+    live_hits: np.ndarray | None = None  # int32 [built, depth]
+    live_scores: np.ndarray | None = None  # float32 [built, depth]
+    lists_rows: int = 0  # live rows the lists cover; rows past it are scanned (a short tail)
 
 
 class LiveCatalogue:
@@ -159,7 +174,17 @@ class LiveCatalogue:
         self._sync_lock = threading.Lock()  # one sync at a time
         n = len(self.index)
         rows = _Rows(self.index.meta.dim)
-        self._state = _State(np.zeros(n, dtype=bool), 0, None, None, {}, rows, 0, frozenset())
+        self.depth = int(self.index.meta.neighbours)  # live neighbours kept per product
+        hits = scores = None
+        if self.depth:
+            hits = np.full((n, self.depth), -1, dtype=np.int32)
+            scores = np.full((n, self.depth), -np.inf, dtype=np.float32)
+        self._state = _State(
+            np.zeros(n, dtype=bool), 0, None, None, {}, rows, 0, frozenset(), hits, scores
+        )
+        self._built: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._removed: list[int] = []  # rows removed since the lists were last refreshed
+        self._lists_lock = threading.Lock()  # one lists refresh at a time
         self.replay_seconds = 0.0
         self.computed_vectors = 0  # encoder vectors not found in the cache (replay/sync)
 
@@ -264,26 +289,57 @@ class LiveCatalogue:
 
     # ---- following the log -----------------------------------------------------------
 
-    def replay(self, catalogue: CatalogueLog) -> int:
-        """Apply the whole log (at load); returns the number of live changes applied."""
+    def replay(self, catalogue: CatalogueLog, *, lists: bool = True) -> int:
+        """Apply the whole log (at load); returns the number of live changes applied.
+        ``lists=False`` leaves the live neighbour lists to ``refresh_lists`` (the API's
+        ``follow`` builds them after the model is served; queries scan until then)."""
         started = time.perf_counter()
-        applied = self.sync(catalogue)
+        applied = self.sync(catalogue, lists=lists)
         self.replay_seconds = time.perf_counter() - started
         return applied
 
-    def sync(self, catalogue: CatalogueLog, known: dict[int, np.ndarray] | None = None) -> int:
+    def sync(
+        self,
+        catalogue: CatalogueLog,
+        known: dict[int, np.ndarray] | None = None,
+        *,
+        lists: bool = True,
+    ) -> int:
         """Apply the log rows after ``self.seq``; ``known`` holds stored vectors already
-        computed (by seq: the change this process just wrote). Returns rows applied."""
+        computed (by seq: the change this process just wrote). Returns rows applied.
+
+        ``lists=False`` (a write's own request) leaves the live neighbour lists to the next
+        sync: the new rows are served at once from the scanned tail, and the request does
+        not wait for the lists' matrix product."""
         with self._sync_lock:
             changes = catalogue.changes_since(self.seq)
-            if not changes:
-                return 0
-            latest = fold(changes)
-            puts = [c for c in latest.values() if c.op == PUT and c.seq not in (known or {})]
-            vectors = {**(known or {}), **self._vectors(catalogue, puts)}
-            self._apply(latest, vectors)
-            self.seq = changes[-1].seq
-            return len(changes)
+            if changes:
+                latest = fold(changes)
+                puts = [c for c in latest.values() if c.op == PUT and c.seq not in (known or {})]
+                vectors = {**(known or {}), **self._vectors(catalogue, puts)}
+                self._apply(latest, vectors)
+                self.seq = changes[-1].seq
+        if lists:
+            self.refresh_lists()
+        return len(changes)
+
+    def refresh_lists(self) -> None:
+        """Bring the live neighbour lists up to the applied rows. The matrix products run
+        outside the sync lock (a write's own sync does not wait for them); rows applied
+        meanwhile stay in the scanned tail, rows removed meanwhile wait for the next
+        refresh (a query skips them, and scans if that leaves a list short)."""
+        with self._lists_lock:
+            with self._sync_lock:
+                state = self._state
+                removed, self._removed = self._removed, []
+            if state.live_hits is None or (state.lists_rows == state.n_rows and not removed):
+                return
+            added = range(state.lists_rows, state.n_rows)
+            hits, scores = self._live_lists(state, state.rows, added, removed)
+            with self._sync_lock:
+                self._state = replace(
+                    self._state, live_hits=hits, live_scores=scores, lists_rows=state.n_rows
+                )
 
     def _apply(self, latest: dict[str, Change], vectors: dict[int, np.ndarray]) -> None:
         state = self._state
@@ -335,9 +391,141 @@ class LiveCatalogue:
             inner = faiss.IDSelectorBatch(positions)
             selector = faiss.IDSelectorNot(inner)
         rows.alive[removed] = False
+        self._removed.extend(removed)
         self._state = _State(
-            hidden, len(positions), selector, inner, entries, rows, row, frozenset(deleted)
+            hidden,
+            len(positions),
+            selector,
+            inner,
+            entries,
+            rows,
+            row,
+            frozenset(deleted),
+            state.live_hits,
+            state.live_scores,
+            state.lists_rows,
         )
+
+    # ---- the built products' live neighbours -----------------------------------------
+
+    def _built_queries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every built product's stored vector and its query's two half weights: the
+        query is ``[wt * text, wi * image]`` (``ProductIndex.product_queries``). A flat
+        index's vectors are read in place (no copy); others are reconstructed once."""
+        if self._built is None:
+            index = self.index
+            n, dim = len(index), index.meta.dim
+            inner = faiss.downcast_index(index.index)
+            if isinstance(inner, faiss.IndexFlat) and n:
+                vectors = faiss.rev_swig_ptr(inner.get_xb(), n * dim).reshape(n, dim)
+            else:
+                vectors = index.index.reconstruct_n(0, n) if n else np.zeros((0, dim))
+            ones = np.ones((n, 2 * index.half), dtype=np.float32)
+            weights = index.product_queries(ones, np.arange(n))  # [wt.., wi..] per row
+            self._built = (vectors, weights[:, 0].copy(), weights[:, -1].copy())
+        return self._built
+
+    def _scores(self, positions: np.ndarray | slice, vectors: np.ndarray) -> np.ndarray:
+        """Scores of live ``vectors`` [m, dim] for built products' queries: [len, m]."""
+        built, wt, wi = self._built_queries()
+        half = self.index.half
+        x = built[positions]
+        scores = x[:, :half] @ vectors[:, :half].T
+        scores *= wt[positions, None]
+        image = x[:, half:] @ vectors[:, half:].T
+        image *= wi[positions, None]
+        scores += image
+        return scores
+
+    def _top(
+        self, hits: np.ndarray, scores: np.ndarray, new_hits: np.ndarray, new_scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``depth`` of two lists per product, best first."""
+        all_hits = np.concatenate([hits, new_hits], axis=1)
+        all_scores = np.concatenate([scores, new_scores], axis=1)
+        if all_hits.shape[1] > self.depth:
+            keep = np.argpartition(-all_scores, self.depth - 1, axis=1)[:, : self.depth]
+            all_hits = np.take_along_axis(all_hits, keep, axis=1)
+            all_scores = np.take_along_axis(all_scores, keep, axis=1)
+        order = np.argsort(-all_scores, axis=1, kind="stable")
+        return np.take_along_axis(all_hits, order, axis=1), np.take_along_axis(
+            all_scores, order, axis=1
+        )
+
+    def _live_lists(
+        self, state: _State, rows: _Rows, added: range, removed: list[int]
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The live neighbour lists after an apply (new arrays: readers keep theirs).
+        Added rows are scored against every built query and merged in; a product whose
+        list held a removed row is recomputed over all alive rows (its list may have cut
+        a row that now belongs in it)."""
+        if state.live_hits is None or state.live_scores is None:
+            return None, None
+        if not len(added) and not removed:
+            return state.live_hits, state.live_scores
+        hits, scores = state.live_hits.copy(), state.live_scores.copy()
+        redo = np.zeros(len(hits), dtype=bool)
+        if removed:
+            redo = np.isin(hits, np.asarray(removed, dtype=np.int32)).any(axis=1)
+        keep = np.flatnonzero(~redo)
+        new_rows = np.arange(added.start, added.stop, dtype=np.int32)
+        new_rows = new_rows[rows.alive[new_rows]]  # put and replaced again meanwhile: skip
+        if len(new_rows) and len(keep):
+            whole = len(keep) == len(hits)
+            for start in range(0, len(new_rows), LIVE_CHUNK):
+                chunk = new_rows[start : start + LIVE_CHUNK]
+                at = slice(None) if whole else keep
+                new_scores = self._scores(at, rows.vectors[chunk]).astype(np.float32)
+                # Only the products whose list a new row enters change (few, for a put).
+                enters = np.flatnonzero((new_scores > scores[at, -1:]).any(axis=1))
+                if not len(enters):
+                    continue
+                where = enters if whole else keep[enters]
+                new_hits = np.broadcast_to(chunk, (len(enters), len(chunk)))
+                hits[where], scores[where] = self._top(
+                    hits[where], scores[where], new_hits, new_scores[enters]
+                )
+        if redo.any():
+            positions = np.flatnonzero(redo)
+            alive = np.flatnonzero(rows.alive[: added.stop]).astype(np.int32)
+            hits[positions], scores[positions] = -1, -np.inf
+            for start in range(0, len(alive), LIVE_CHUNK):
+                chunk = alive[start : start + LIVE_CHUNK]
+                new_scores = self._scores(positions, rows.vectors[chunk]).astype(np.float32)
+                new_hits = np.broadcast_to(chunk, new_scores.shape)
+                hits[positions], scores[positions] = self._top(
+                    hits[positions], scores[positions], new_hits, new_scores
+                )
+        return hits, scores
+
+    def _live_neighbours(
+        self, state: _State, position: int, query: np.ndarray, k: int
+    ) -> list[tuple[Entry, float]] | None:
+        """A built product's top ``k`` live listings: its list's first ``k`` alive rows and
+        the rows applied since the list was refreshed (scored here); ``None`` when the list
+        cannot answer (too deep a ``k``; lists not built yet or far behind; removals left
+        it short of ``k`` while it had cut rows), and the caller scans."""
+        if state.live_hits is None or state.live_scores is None or k > self.depth:
+            return None
+        start, stop = state.lists_rows, state.n_rows
+        if stop - start > LIVE_TAIL:
+            return None
+        rows = state.rows
+        hits = state.live_hits[position]
+        listed = hits >= 0
+        usable = listed & rows.alive[np.where(listed, hits, 0)]  # removed since: skipped
+        picked = np.flatnonzero(usable)[:k]
+        if len(picked) < k and listed[-1]:
+            return None  # rows it cut may now belong in the top k: scan
+        found, scores = hits[picked], state.live_scores[position, picked]
+        if stop > start:
+            tail = np.flatnonzero(rows.alive[start:stop])
+            found = np.concatenate([found, tail + start])
+            scores = np.concatenate([scores, (rows.vectors[start:stop] @ query)[tail]])
+            order = np.argsort(-scores, kind="stable")[:k]
+            found, scores = found[order], scores[order]
+        entries = rows.entries
+        return [(entries[r], s) for r, s in zip(found.tolist(), scores.tolist(), strict=True)]  # type: ignore[misc]
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -429,23 +617,24 @@ class LiveCatalogue:
             built = self._search_built(state, query, k, filters, False, product_id)
         if not state.entries:
             return self._merge(state, built, [], k)
-        return self._merge(
-            state, built, self._search_live(state, query, k, filters, False, None), k
-        )
+        live = self._live_neighbours(state, position, query, k) if unfiltered else None
+        if live is None:
+            live = self._search_live(state, query, k, filters, False, None)
+        return self._merge(state, built, live, k)
 
     def _precomputed(self, state: _State, position: int, k: int) -> list[tuple[int, float]] | None:
         """The precomputed list without hidden positions, if it still holds ``k``."""
         if state.n_hidden == 0:
             return self.index.neighbours(position, k)
         depth = self.index.meta.neighbours
-        if k > depth:
+        lists = self.index.neighbour_lists
+        if k > depth or lists is None:
             return None
-        hits = self.index.neighbours(position, depth)
-        if hits is None:
-            return None
-        kept = [(p, s) for p, s in hits if not state.hidden[p]]
-        if len(kept) >= k or len(hits) < depth:  # a short list is the whole catalogue
-            return kept[:k]
+        hits, scores = lists[0][position], lists[1][position]
+        listed = hits >= 0
+        kept = np.flatnonzero(listed & ~state.hidden[np.where(listed, hits, 0)])[:k]
+        if len(kept) >= k or listed.sum() < depth:  # a short list is the whole catalogue
+            return list(zip(hits[kept].tolist(), scores[kept].tolist(), strict=True))
         return None
 
     def _search_built(
@@ -523,10 +712,11 @@ class LiveCatalogue:
         return [{**r, "score": round(s, 6)} for s, r in records[:k]]
 
 
-def attach(market: Marketplace, catalogue: CatalogueLog) -> Marketplace:
-    """``market`` with the log replayed onto its index (``market.live``); at load."""
+def attach(market: Marketplace, catalogue: CatalogueLog, *, lists: bool = True) -> Marketplace:
+    """``market`` with the log replayed onto its index (``market.live``); at load.
+    ``lists=False``: the live neighbour lists are left to ``refresh_lists``."""
     live = LiveCatalogue(market)
-    applied = live.replay(catalogue)
+    applied = live.replay(catalogue, lists=lists)
     market.live = live
     log.info(
         "catalogue log replayed onto %s version %s: %d changes, %d live listings, %.2f s",
