@@ -392,18 +392,16 @@ class LiveCatalogue:
             selector = faiss.IDSelectorNot(inner)
         rows.alive[removed] = False
         self._removed.extend(removed)
-        self._state = _State(
-            hidden,
-            len(positions),
-            selector,
-            inner,
-            entries,
-            rows,
-            row,
-            frozenset(deleted),
-            state.live_hits,
-            state.live_scores,
-            state.lists_rows,
+        self._state = replace(  # the live neighbour lists carry over (``refresh_lists``)
+            state,
+            hidden=hidden,
+            n_hidden=len(positions),
+            selector=selector,
+            keep=inner,
+            entries=entries,
+            rows=rows,
+            n_rows=row,
+            deleted=frozenset(deleted),
         )
 
     # ---- the built products' live neighbours -----------------------------------------
