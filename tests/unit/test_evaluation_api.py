@@ -37,4 +37,7 @@ def test_api_scoring_does_not_log_each_request(caplog: pytest.LogCaptureFixture)
         server.shutdown()
         server.server_close()
     assert scores[:, 1].tolist() == [1.0] * 5
-    assert not [r.getMessage() for r in caplog.records if r.levelno < logging.WARNING]
+    # Only this thread's records: Ray Data leaves a usage thread behind after an earlier
+    # Ray test in the same process, and it logs failed Prometheus queries at DEBUG.
+    mine = [r for r in caplog.records if r.thread == threading.get_ident()]
+    assert not [r.getMessage() for r in mine if r.levelno < logging.WARNING]
