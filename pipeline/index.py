@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             "with_image": float(index.meta.with_image),
             **thumbnail_metrics(thumbnails),
             **tuning,
-            **evaluate_index(index, split["test"], params.index.eval_k),
+            **evaluate_index(index, split["test"], params.index.eval_k, params.index.eval_queries),
         }
         with (
             pipeline_parent_run(),

@@ -4,12 +4,15 @@
 
 Trains, evaluates on val and test, writes the model folder, metrics and plots, and logs
 the run (params, curves, metrics, figures, model) to MLflow, registering a new version.
+With ``train.<kind>.warm_epochs`` > 0 the head starts from the production version's
+weights when they fit (``training.train.warm_start_mismatch``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -24,17 +27,19 @@ from marketplace.features.embedding import EmbeddingSet
 from marketplace.mlops.model_card import card_inputs
 from marketplace.mlops.reference import build_reference
 from marketplace.mlops.registry import (
+    download_package,
     example_from_catalogue,
     log_trained,
     training_run,
 )
-from marketplace.models.classifier import KINDS
+from marketplace.models.classifier import KINDS, ClassifierPackage
 from marketplace.training.distributed import fit_function
 from marketplace.training.inputs import TextFeatures
 from marketplace.training.metrics import write_run_reports
-from marketplace.training.train import train_classifier
+from marketplace.training.train import WarmStart, train_classifier
 
 log = logging.getLogger("pipeline.train")
+PRODUCTION_ALIAS = "production"  # warm starts come from the version the API serves
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         images = EmbeddingSet.load(paths.IMAGE_EMBEDDINGS_FILE) if kind != "text" else None
         texts = EmbeddingSet.load(paths.TEXT_EMBEDDINGS_FILE) if kind != "vision" else None
         features = TextFeatures.load(paths.TFIDF_FILE) if kind != "vision" else None
-        with training_run(kind, params) as on_epoch:
+        name = getattr(params.registry, kind)
+        with training_run(kind, params) as on_epoch, tempfile.TemporaryDirectory() as tmp:
+            warm = None
+            if getattr(params.train, kind).warm_epochs > 0:
+                found = download_package(name, PRODUCTION_ALIAS, Path(tmp))
+                if found is not None:
+                    warm = WarmStart(ClassifierPackage.load(found[0]), source=found[1])
             trained = train_classifier(
                 kind,
                 listings,
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 images_dir=paths.CLEAN_IMAGES_DIR,
                 on_epoch=on_epoch,
                 fit_function=fit_function(params.compute),  # fine-tuning: here or on Ray
+                warm_start=warm,
             )
             model_dir = paths.MODELS_DIR / kind
             trained.package.save(model_dir)
@@ -76,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
                 paths.PLOTS_DIR / kind,
                 f"{kind} classifier",
             )
-            name = getattr(params.registry, kind)
             version = log_trained(
                 trained,
                 model_dir,
@@ -100,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         write_json(paths.METRICS_DIR / f"train_{kind}.json", trained.metrics)
         m = trained.metrics
         log.info(
-            "%s: val acc %.4f, test acc %.4f (macro-F1 %.4f, top-3 %.4f); registered %s version %s",
+            "%s (%s): val acc %.4f, test acc %.4f (macro-F1 %.4f, top-3 %.4f); "
+            "registered %s version %s",
             kind,
+            trained.warm_start,
             m["val_accuracy"],
             m["test_accuracy"],
             m["test_macro_f1"],

@@ -262,8 +262,8 @@ def test_mlproject_entry_point_runs_the_same_stage(repo: Path) -> None:
 def test_dvc_experiments_metrics_diff_and_plots(repo: Path) -> None:
     """The issue's ML-engineer loop: `dvc exp run -S` on a head param (a params.yaml edit
     and a `dvc repro`) reruns only that head and the index built from it, and `dvc metrics
-    diff` / `dvc plots show` compare it with the committed baseline. Last in this module:
-    it commits the scratch repo."""
+    diff` / `dvc plots show` compare it with the committed baseline. It commits the
+    scratch repo: only the warm-start test comes after it."""
     for key, value in (("user.email", "ci@example.com"), ("user.name", "ci")):
         run(["git", "config", key, value], repo)
     run(["git", "add", "-A"], repo)
@@ -288,3 +288,27 @@ def test_dvc_experiments_metrics_diff_and_plots(repo: Path) -> None:
     plots = run(["dvc", "plots", "show", "-o", "plots_html"], repo)
     page = (repo / "plots_html" / "index.html").read_text()
     assert "plots/combined/history.csv" in page, plots.stdout
+
+
+def test_warm_start_from_the_production_version(repo: Path) -> None:
+    """With ``train.combined.warm_epochs`` > 0 the stage starts from the weights of the
+    version the production alias names (set by the promotion test above) and trains at most
+    that many epochs; the run and the new version say where it started."""
+    client = _mlflow(repo)
+    production = client.get_model_version_by_alias("marketplace-combined", "production")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["combined"]["warm_epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro", "train_combined"], repo)
+    assert "Running stage 'train_combined'" in result.stdout
+    expected = f"from marketplace-combined version {production.version}"
+    assert expected in result.stdout + result.stderr
+    metrics = json.loads((repo / "metrics/train_combined.json").read_text())
+    assert metrics["warm_start"] == 1.0 and metrics["best_epoch"] <= 2
+    history = (repo / "plots/combined/history.csv").read_text().strip().splitlines()
+    assert len(history) - 1 <= 2  # a header, then at most warm_epochs epochs
+    newest = max(
+        client.search_model_versions("name = 'marketplace-combined'"), key=lambda v: int(v.version)
+    )
+    assert newest.tags["warm_start"] == expected
+    assert client.get_run(newest.run_id).data.tags["warm_start"] == expected

@@ -10,8 +10,10 @@ import pytest
 
 from marketplace.search.build import (
     build_faiss,
+    evaluate_index,
     precision_at_k,
     precompute_neighbours,
+    query_sample,
     save_index,
     tune_text_weight,
     with_text_weight,
@@ -137,6 +139,26 @@ def test_text_weight_is_chosen_by_precision_on_the_given_products() -> None:
     assert figures["val_precision_at_5_image_text_w0.9"] == precision[0.9]
     fixed, figures = tune_text_weight(index, ids, 5, [0.7])
     assert fixed.meta.text_weight == 0.7 and figures == {"text_weight": 0.7}
+
+
+def test_query_sample_is_stable_and_capped() -> None:
+    ids = [f"p{i}" for i in range(60)]
+    assert query_sample(ids, 60) == ids  # at most the cap: all of them, as given
+    sample = query_sample(ids, 10)
+    assert len(sample) == 10 and set(sample) <= set(ids)
+    assert query_sample(list(reversed(ids)), 10) == sample  # the order does not matter
+    # products coming in never bring an old one into the sample: it is the smallest hashes
+    grown = query_sample(ids + [f"q{i}" for i in range(5)], 10)
+    assert {i for i in grown if i.startswith("p")} <= set(sample)
+
+
+def test_evaluate_index_scores_at_most_max_queries() -> None:
+    index = toy_index()
+    ids = [f"p{i}" for i in range(60)]
+    everything = evaluate_index(index, ids, 5)
+    capped = evaluate_index(index, ids, 5, max_queries=12)
+    assert everything["queries_text"] == 60 and capped["queries_text"] == 12
+    assert evaluate_index(index, ids, 5, max_queries=60) == everything
 
 
 @pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat"])

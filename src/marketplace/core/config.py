@@ -122,6 +122,9 @@ class BaselinesParams(Section):
     svc_c: float
     # Cap on SVC training images (its cost grows quadratically); at least one per category.
     svc_max_train: int = Field(ge=13)
+    # Cap on the test images it is scored on (a seeded sample; its prediction is linear in
+    # them and ~8 ms each): a parity figure, not worth half an hour at a million products.
+    svc_max_test: int = Field(ge=1)
 
 
 class HeadParams(Section):
@@ -135,6 +138,12 @@ class HeadParams(Section):
     patience: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     label_smoothing: Fraction
+    # 0: train from scratch. N > 0: start from the weights of the registry's production
+    # version of this model when it has the same architecture and inputs (categories,
+    # encoders, TF-IDF buckets) and train at most N epochs; otherwise from scratch. For a
+    # large catalogue rebuilt after a small churn, where a cold head costs hours; the
+    # result then depends on which version was in production (logged as ``warm_start``).
+    warm_epochs: int = Field(ge=0)
 
 
 class FinetuneParams(Section):
@@ -207,6 +216,10 @@ class IndexParams(Section):
     ef_search: int = Field(ge=1)  # HNSW: candidate list size per query
     ef_construction: int = Field(ge=1)  # HNSW: candidate list size while building
     eval_k: int = Field(ge=1, le=100)  # precision@k of same-category neighbours, per query kind
+    # At most this many val products tune the photo-and-text weight and this many test
+    # products are scored (a fixed sample by id hash beyond that): each is three queries, and
+    # an IVF index of a million products answers ~600 a second.
+    eval_queries: int = Field(ge=1)
     # Photo-and-text queries score w * cos(text) + (1 - w) * cos(photo); the index stage
     # keeps the w of these with the best precision@k on the validation products. (A YAML
     # list: the tuple itself is not strict, its weights are.)

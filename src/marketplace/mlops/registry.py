@@ -214,6 +214,32 @@ def logged_model_id(version: Any) -> str:
     return source.removeprefix("models:/")
 
 
+def download_package(model_name: str, alias: str, folder: Path) -> tuple[Path, str] | None:
+    """The classifier package of ``model_name@alias`` downloaded into ``folder`` (not the
+    code or the index beside it), with ``"<name> version <n>"``; ``None`` when the alias
+    is not set (a first build)."""
+    import mlflow
+    import yaml
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    location = client.get_logged_model(logged_model_id(version)).artifact_location
+    mlmodel = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/MLmodel", dst_path=str(folder)
+    )
+    flavor = yaml.safe_load(Path(mlmodel).read_text())["flavors"]["python_function"]
+    inside = flavor["artifacts"][PACKAGE_ARTIFACT]["path"]
+    package = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/{inside}", dst_path=str(folder)
+    )
+    return Path(package), f"{model_name} version {version.version}"
+
+
 def attach_index(model_name: str, version: Any, folder: Path, tags: dict[str, str]) -> None:
     """Log the index folder into the model version's own artifacts (``index/``) and tag it.
 
@@ -288,7 +314,8 @@ def log_trained(
     mlflow.log_dict(trained.report, "reports/per_class.json")
     if reference is not None:
         log_reference(reference)
-    tags = standard_tags(stage)
+    tags = {**standard_tags(stage), "warm_start": trained.warm_start}
+    mlflow.set_tag("warm_start", trained.warm_start)
     if trained.test_outcomes is not None:  # what the promotion gate compares versions on
         mlflow.log_text(
             trained.test_outcomes.to_csv(index=False, lineterminator="\n"), OUTCOMES_ARTIFACT

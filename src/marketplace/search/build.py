@@ -11,6 +11,7 @@ code (``training.inputs``); ``marketplace.search.index`` may not.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, replace
@@ -276,7 +277,9 @@ def index_catalogue(
         ef_search=params.ef_search,
         ef_construction=params.ef_construction,
     )
-    index, tuning = tune_text_weight(index, tune_ids, params.eval_k, params.text_weights)
+    index, tuning = tune_text_weight(
+        index, query_sample(tune_ids, params.eval_queries), params.eval_k, params.text_weights
+    )
     if params.neighbours:
         index = precompute_neighbours(index, params.neighbours, runner)
     return index, tuning
@@ -302,8 +305,22 @@ def tune_text_weight(
     return with_text_weight(index, best), {"text_weight": float(best), **figures}
 
 
-def evaluate_index(index: ProductIndex, query_ids: Sequence[str], k: int) -> dict[str, float]:
-    """precision@k (same root category) per query kind, over the given products as queries."""
+def query_sample(ids: Sequence[str], size: int) -> list[str]:
+    """``ids`` when there are at most ``size``; otherwise the ``size`` with the smallest
+    BLAKE2 hash of the id: the same sample on every run and machine, whatever the order,
+    and a product stays in it as others come and go."""
+    if len(ids) <= size:
+        return list(ids)
+    return sorted(ids, key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).digest())[:size]
+
+
+def evaluate_index(
+    index: ProductIndex, query_ids: Sequence[str], k: int, max_queries: int | None = None
+) -> dict[str, float]:
+    """precision@k (same root category) per query kind, over the given products as queries
+    (``query_sample`` of them with ``max_queries``)."""
+    if max_queries is not None:
+        query_ids = query_sample(query_ids, max_queries)
     positions = [p for p in (index.position(i) for i in query_ids) if p is not None]
     metrics: dict[str, float] = {}
     for kind in QUERY_KINDS:

@@ -82,7 +82,8 @@ def _pixels(paths: list[Path], side: int) -> np.ndarray:
 def pixel_svc(
     images: pd.DataFrame, images_dir: Path, splits: dict[str, list[str]], params: BaselinesParams
 ) -> BaselineResult:
-    """SVC (RBF) on ``svc_image_size``² RGB pixels of each cleaned image; test accuracy."""
+    """SVC (RBF) on ``svc_image_size``² RGB pixels of each cleaned image; test accuracy
+    (on at most ``svc_max_test`` test images, a seeded sample)."""
     available = images[images["image_id"].map(lambda i: (images_dir / f"{i}.jpg").exists())]
 
     def part(name: str, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +94,7 @@ def pixel_svc(
         return _pixels(paths, params.svc_image_size), rows["label"].to_numpy()
 
     x_train, y_train = part("train", params.svc_max_train)
-    x_test, y_test = part("test", None)
+    x_test, y_test = part("test", params.svc_max_test)
     model = SVC(C=params.svc_c, kernel="rbf", gamma="scale").fit(x_train, y_train)
     accuracy = float((model.predict(x_test) == y_test).mean()) if len(y_test) else float("nan")
     return BaselineResult(
@@ -106,5 +107,6 @@ def pixel_svc(
             "pixels": f"{params.svc_image_size}x{params.svc_image_size} RGB",
             "C": params.svc_c,
             "max_train": params.svc_max_train,
+            "max_test": params.svc_max_test,
         },
     )

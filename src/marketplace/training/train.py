@@ -1,16 +1,18 @@
 """Train one of the three classifiers on cached embeddings and evaluate it.
 
 ``train_classifier`` builds the kind's inputs, fits its head with early stopping on the
-validation split, optionally fine-tunes the top of the encoder with it (vision and text,
-off by default: ``training.finetune``), scores val and test, and returns a
+validation split (or, given a ``WarmStart`` with the same inputs, continues from its
+weights for at most ``warm_epochs``), optionally fine-tunes the top of the encoder with it
+(vision and text, off by default: ``training.finetune``), scores val and test, and returns a
 ``ClassifierPackage`` ready to save and log, with the history and test predictions for
 the reports.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,57 @@ class TrainedModel:
     # the version so that the promotion gate can score two versions on the test products
     # they share (``marketplace.mlops.promotion``).
     test_outcomes: pd.DataFrame | None = None
+    # "cold", "cold: <why the warm start did not fit>" or "from <source>"
+    warm_start: str = "cold"
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A trained package whose head weights a new training run may start from."""
+
+    package: ClassifierPackage
+    source: str  # for people and the run's tags, e.g. "marketplace-combined version 7"
+
+
+def _canonical(value: Any) -> str:
+    """One spelling for equal configs, whether they went through JSON (lists) or not."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def warm_start_mismatch(
+    warm: ClassifierPackage,
+    kind: str,
+    head: torch.nn.Module,
+    arguments: dict[str, Any],
+    label_map: LabelMap,
+    image_spec: dict[str, Any] | None,
+    text_spec: dict[str, Any] | None,
+    tfidf: HashedTfidf | None,
+) -> str | None:
+    """Why ``warm``'s weights cannot start the head about to train; ``None`` when they can.
+
+    The weights only mean the same thing over the same inputs: the same categories in the
+    same order, vectors from the same frozen encoders (a fine-tuned encoder made other
+    vectors) and the same hashed TF-IDF buckets; the same architecture and sizes.
+    """
+    checks = [
+        (warm.kind == kind, f"it is a {warm.kind} model"),
+        (warm.architecture == type(head).__name__, f"its architecture is {warm.architecture}"),
+        (_canonical(warm.arguments) == _canonical(arguments), "its sizes or settings differ"),
+        (
+            tuple(warm.label_map.categories) == tuple(label_map.categories),
+            "its categories differ",
+        ),
+        (not warm.encoder_tensors, "its encoder was fine-tuned"),
+        (_canonical(warm.image_spec) == _canonical(image_spec), "its image encoder differs"),
+        (_canonical(warm.text_spec) == _canonical(text_spec), "its text encoder differs"),
+        (
+            _canonical(None if warm.tfidf is None else asdict(warm.tfidf.config))
+            == _canonical(None if tfidf is None else asdict(tfidf.config)),
+            "its TF-IDF buckets differ",
+        ),
+    ]
+    return next((why for ok, why in checks if not ok), None)
 
 
 def evaluate_by_kind(
@@ -155,6 +208,7 @@ def train_classifier(
     images_dir: Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     fit_function: FitFunction = fit,
+    warm_start: WarmStart | None = None,
 ) -> TrainedModel:
     """Fit the ``vision``, ``text`` or ``combined`` classifier; see the module docstring.
 
@@ -163,7 +217,9 @@ def train_classifier(
     by text and combined. ``images_dir`` (the cleaned canvases) is read only to fine-tune
     the vision encoder. ``fit_function`` runs the fine-tuning (``training.loop.fit`` here,
     or ``training.distributed.fit_function(compute)``: data parallel on Ray); heads on
-    cached vectors always train here (seconds).
+    cached vectors always train here (seconds). ``warm_start`` is used when the kind's
+    ``warm_epochs`` > 0 and ``warm_start_mismatch`` finds nothing against it; the epoch-0
+    weights (its own) are kept unless an epoch beats them on val.
     """
     torch.manual_seed(params.seed)
     n_classes = len(label_map)
@@ -219,6 +275,22 @@ def train_classifier(
     else:
         raise ValueError(f"unknown classifier kind {kind!r}")
 
+    image_spec = dict(images.spec) if images is not None and kind != "text" else None
+    text_spec = dict(texts.spec) if texts is not None and kind != "vision" else None
+    config = _fit_config(head_params, params.seed)
+    started_from = "cold"
+    if warm_start is not None and head_params.warm_epochs > 0:
+        why = warm_start_mismatch(
+            warm_start.package, kind, head, arguments, label_map, image_spec, text_spec, tfidf
+        )
+        if why is None:
+            head.load_state_dict(warm_start.package.head.state_dict())
+            epochs = head_params.warm_epochs
+            config = replace(config, epochs=epochs, patience=epochs, evaluate_start=True)
+            started_from = f"from {warm_start.source}"
+        else:
+            started_from = f"cold: {warm_start.source} does not fit ({why})"
+
     train, val, test = data["train"], data["val"], data["test"]
     # Early stopping sees every query kind the model answers (for the combined model, its
     # val products as photo-only, text-only and photo+text queries), not the mix alone.
@@ -227,10 +299,13 @@ def train_classifier(
         head,
         (train.inputs, train.labels),
         (val_fit.inputs, val_fit.labels),
-        _fit_config(head_params, params.seed),
+        config,
         on_epoch=on_epoch,
     )
-    metrics: dict[str, float] = {"best_epoch": float(result.best_epoch)}
+    metrics: dict[str, float] = {
+        "best_epoch": float(result.best_epoch),
+        "warm_start": float(started_from.startswith("from")),
+    }
     history = list(result.history)
     tuned: Finetuned | None = None
     if kind == "vision" and params.vision.finetune_blocks > 0:
@@ -277,8 +352,6 @@ def train_classifier(
         by_kind=by_kind,
         outcomes=outcomes,
     )
-    image_spec = dict(images.spec) if images is not None and kind != "text" else None
-    text_spec = dict(texts.spec) if texts is not None and kind != "vision" else None
     if tuned is not None:
         (image_spec if kind == "vision" else text_spec)["finetuned"] = tuned.spec()  # type: ignore[index]
     package = ClassifierPackage(
@@ -291,7 +364,7 @@ def train_classifier(
         text_spec=text_spec,
         tfidf=tfidf,
         prices=prices,
-        info={"metrics": metrics},
+        info={"metrics": metrics, "warm_start": started_from},
         encoder_tensors=tuned.encoder_tensors if tuned is not None else {},
         calibration=calibration,
     )
@@ -306,4 +379,5 @@ def train_classifier(
         report=per_class_report(probabilities["test"], test.labels.numpy(), label_map.categories),
         val_by_kind=by_kind["val"],
         test_outcomes=outcomes["test"],
+        warm_start=started_from,
     )
