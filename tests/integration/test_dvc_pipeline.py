@@ -304,7 +304,7 @@ def test_warm_start_from_the_production_version(repo: Path) -> None:
     expected = f"from marketplace-combined version {production.version}"
     assert expected in result.stdout + result.stderr
     metrics = json.loads((repo / "metrics/train_combined.json").read_text())
-    assert metrics["warm_start"] == 1.0 and metrics["best_epoch"] <= 2
+    assert metrics["warm_started"] == 1.0 and metrics["best_epoch"] <= 2
     history = (repo / "plots/combined/history.csv").read_text().strip().splitlines()
     assert len(history) - 1 <= 2  # a header, then at most warm_epochs epochs
     newest = max(

@@ -95,7 +95,7 @@ def test_a_warm_start_continues_from_the_given_weights(previous: TrainedModel) -
         seed=1, warm=WarmStart(previous.package, "v1"), warm_epochs=1, lr=1e-12, patience=1
     )
     assert warm.warm_start == "from v1"
-    assert warm.metrics["warm_start"] == 1.0
+    assert warm.metrics["warm_started"] == 1.0
     assert len(warm.history) == 1
     assert warm.package.info["warm_start"] == "from v1"
     before = previous.package.head.state_dict()
@@ -105,7 +105,7 @@ def test_a_warm_start_continues_from_the_given_weights(previous: TrainedModel) -
 
 def test_a_cold_start_does_not_match_the_previous_weights(previous: TrainedModel) -> None:
     cold = _train(seed=1)
-    assert cold.warm_start == "cold" and cold.metrics["warm_start"] == 0.0
+    assert cold.warm_start == "cold" and cold.metrics["warm_started"] == 0.0
     after = cold.package.head.state_dict()
     assert any(not torch.equal(t, after[n]) for n, t in previous.package.head.state_dict().items())
 
@@ -130,7 +130,7 @@ def test_weights_that_mean_something_else_train_cold(
 ) -> None:
     trained = _train(seed=1, warm=WarmStart(previous.package, "v1"), warm_epochs=2, **change)
     assert trained.warm_start == f"cold: v1 does not fit ({why})"
-    assert trained.metrics["warm_start"] == 0.0
+    assert trained.metrics["warm_started"] == 0.0
 
 
 def test_a_fine_tuned_encoder_or_other_inputs_do_not_fit(previous: TrainedModel) -> None:

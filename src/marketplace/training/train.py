@@ -304,7 +304,7 @@ def train_classifier(
     )
     metrics: dict[str, float] = {
         "best_epoch": float(result.best_epoch),
-        "warm_start": float(started_from.startswith("from")),
+        "warm_started": float(started_from.startswith("from")),
     }
     history = list(result.history)
     tuned: Finetuned | None = None
