@@ -14,6 +14,9 @@ export's photos (``--photos``). The catalogue logs are SQLite files in a scratch
 5. 5 cycles of: 16 clients putting and deleting, ``kill -9`` of the API, restart; every
    acknowledged change must be served after the restart (lost = 0).
 
+With ``--put-rounds N`` it measures only ``PUT`` with a photo and ``/predict`` at 4 clients,
+this tree's API against ``--baseline``'s in N alternating rounds.
+
 Run by hand; writes ``bench/results/catalogue.json``. The load generator shares the CPU
 with the server (and, on a shared machine, with other people's work).
 """
@@ -160,6 +163,31 @@ def enlarge_index(project: Path, n: int) -> dict[str, Any]:
 def photos(folder: Path, n: int) -> list[bytes]:
     files = sorted(folder.glob("*.jpg"))
     return [p.read_bytes() for p in random.Random(0).sample(files, n)]
+
+
+def put_rounds(
+    project: Path, scratch: Path, images: list[bytes], rounds: int, baseline: Path | None
+) -> dict[str, list[dict[str, Any]]]:
+    """``PUT`` with a photo and ``/predict`` photo + text, 4 clients each: this tree's API
+    and ``baseline``'s in alternating rounds, each API on a fresh log (``--put-rounds``)."""
+    trees = {"this": ROOT, **({"baseline": baseline.resolve()} if baseline else {})}
+    listings = [(image, "bench listing. as new", 25.0) for image in images]
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for turn in range(rounds):
+        for name, tree in trees.items():
+            log_url = f"sqlite:///{scratch / f'put-{name}-{turn}.db'}"
+            process, base, _ = start_api(project, log_url, tree)
+            try:
+                out[name].append(
+                    {
+                        "put_photo_4": put_latency(base, 200, 4, images),
+                        "predict_image_text_4": predict_latency(base, listings, 200, 4),
+                    }
+                )
+            finally:
+                stop(process)
+            print(name, {k: round(v["p50_ms"], 1) for k, v in out[name][-1].items()}, flush=True)
+    return out
 
 
 def put_latency(base: str, n: int, concurrency: int, images: list[bytes] | None) -> dict[str, Any]:
@@ -321,6 +349,11 @@ def main() -> int:
         "--catalogue", type=int, default=0,
         help="replace the served index by this many synthetic listings (a sample registry)",
     )  # fmt: skip
+    parser.add_argument(
+        "--put-rounds", type=int, default=0,
+        help="only PUT with a photo and /predict at 4 clients, this many rounds alternating "
+        "with --baseline's API; 0: the full run",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/catalogue.json")
     parser.add_argument(
         "--baseline", type=Path,
@@ -343,6 +376,21 @@ def main() -> int:
         results["index"] = results_index
     scratch = Path(tempfile.mkdtemp(prefix="catalogue-bench-"))
     images = photos(args.photos, 64)
+    if args.put_rounds:
+        rounds = put_rounds(project, scratch, images, args.put_rounds, args.baseline)
+        results["put_rounds"] = rounds
+        results["median_p50_ms"] = {
+            name: {
+                key: statistics.median(r[key]["p50_ms"] for r in runs)
+                for key in ("put_photo_4", "predict_image_text_4")
+            }
+            for name, runs in rounds.items()
+        }
+        results["load_average"] = os.getloadavg()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["median_p50_ms"], indent=2))
+        return 0
 
     url = f"sqlite:///{scratch / 'serving.db'}"
     process, base, _ = start_api(project, url)
