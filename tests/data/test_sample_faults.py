@@ -25,16 +25,17 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleFaults
 
 @pytest.fixture(scope="module")
 def tables(sample: tuple[Path, SampleFaults]) -> CleanedTables:
-    return clean_tables(sample[0], CleanTabularParams(price_max=100_000.0,
-                                                      keep_duplicate="first"))
+    return clean_tables(sample[0], CleanTabularParams(price_max=100_000.0, keep_duplicate="first"))
 
 
 @pytest.fixture(scope="module")
-def image_report(sample: tuple[Path, SampleFaults],
-                 tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+def image_report(
+    sample: tuple[Path, SampleFaults], tmp_path_factory: pytest.TempPathFactory
+) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("clean") / "images"
-    report, _ = clean_export_images(sample[0], out, size=64, jpeg_quality=90, workers=2,
-                                    progress=False)
+    report, _ = clean_export_images(
+        sample[0], out, size=64, jpeg_quality=90, workers=2, progress=False
+    )
     return report
 
 
@@ -60,8 +61,9 @@ def test_nothing_else_is_dropped(sample: tuple[Path, SampleFaults], tables: Clea
     listings = tables.listings
     assert set(listings["product_id"]) == set(raw["id"])
     assert listings["image_id"].dropna().nunique() == tables.images_out
-    assert (listings.drop_duplicates("product_id")["price"].isna().sum()
-            == len(sample[1].bad_price_product_ids))
+    assert listings.drop_duplicates("product_id")["price"].isna().sum() == len(
+        sample[1].bad_price_product_ids
+    )
 
 
 def test_image_failures_are_exactly_the_planted_faults(
@@ -79,12 +81,16 @@ def test_image_failures_are_exactly_the_planted_faults(
     assert all(failed["detail"].str.len() > 0), "every failure says why"
 
 
-def test_every_other_image_is_cleaned(sample: tuple[Path, SampleFaults],
-                                      image_report: pd.DataFrame) -> None:
+def test_every_other_image_is_cleaned(
+    sample: tuple[Path, SampleFaults], image_report: pd.DataFrame
+) -> None:
     ok = image_report[image_report["status"] == "ok"]
     images = pd.read_csv(sample[0] / "Images.csv", dtype=str)
     faults = sample[1]
-    broken = (set(faults.missing_file_image_ids) | set(faults.truncated_image_ids)
-              | set(faults.not_an_image_ids))
+    broken = (
+        set(faults.missing_file_image_ids)
+        | set(faults.truncated_image_ids)
+        | set(faults.not_an_image_ids)
+    )
     assert set(ok["image_id"]) == set(images["id"]) - broken
     assert {"RGB", "L", "CMYK", "RGBA"} <= set(ok["mode"])

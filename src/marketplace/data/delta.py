@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from marketplace.core.io import replace_dir
 from marketplace.data.export import Issue, read_export_csv
 from marketplace.data.images import index_image_files
 from marketplace.data.schema import (
@@ -32,7 +33,6 @@ from marketplace.data.schema import (
     PRODUCT_COLUMNS,
     PRODUCTS_FILE,
 )
-from marketplace.core.io import replace_dir
 
 Record = dict[str, str]
 

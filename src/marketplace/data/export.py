@@ -90,8 +90,9 @@ def read_export_csv(path: Path, required: tuple[str, ...]) -> tuple[list[Row], l
         elif len(record) != width:
             record_id = record[id_column] if len(record) > id_column else ""
             detail = f"{len(record)} fields, expected {width}"
-            issues.append(Issue(path.name, line, _restore(record_id), "malformed_row", detail,
-                                "dropped"))
+            issues.append(
+                Issue(path.name, line, _restore(record_id), "malformed_row", detail, "dropped")
+            )
         else:
             rows.append((line, {c: _restore(record[i]) for i, c in keep}))
         line = reader.line_num + 1

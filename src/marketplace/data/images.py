@@ -25,10 +25,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from marketplace.compute.batches import Runner, stream_batches
-from marketplace.data.export import read_export_csv
-from marketplace.data.schema import IMAGE_COLUMNS, IMAGE_EXTENSIONS, IMAGES_DIR, IMAGES_FILE
 from marketplace.core.errors import InputError
 from marketplace.core.io import file_sha256, read_json_or_none, write_json
+from marketplace.data.export import read_export_csv
+from marketplace.data.schema import IMAGE_COLUMNS, IMAGE_EXTENSIONS, IMAGES_DIR, IMAGES_FILE
 
 # Pillow's own decompression-bomb limit (~179 Mpx): reused, but raised as an error.
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970

@@ -31,6 +31,7 @@ _PRICE_RE = re.compile(r"^£?\s*(?P<number>\d{1,3}(?:,\d{3})+|\d+)(?P<fraction>\
 _NAME_SUFFIX = " | Gumtree"
 _NAME_LOCATION_SEP = " | in "
 
+
 @dataclass(frozen=True)
 class CleanedTables:
     """Result of ``clean_tables``: the joined table, the label map and every issue."""
@@ -155,8 +156,13 @@ def _clean_products(
             report(line, pid, "missing_id", "empty product id", "dropped")
             continue
         if pid in seen:
-            report(line, pid, "duplicate_id", f"id already seen; kept the {params.keep_duplicate}",
-                   "dropped")
+            report(
+                line,
+                pid,
+                "duplicate_id",
+                f"id already seen; kept the {params.keep_duplicate}",
+                "dropped",
+            )
             continue
         try:
             root, path = parse_category(row["category"])
@@ -175,8 +181,9 @@ def _clean_products(
             report(line, pid, "unparseable_price", str(exc), "flagged")
             price = None
         if price is not None and price > params.price_max:
-            report(line, pid, "price_above_max", f"£{price:,.2f} > £{params.price_max:,.2f}",
-                   "flagged")
+            report(
+                line, pid, "price_above_max", f"£{price:,.2f} > £{params.price_max:,.2f}", "flagged"
+            )
             price = None
         town, county = parse_location(row["location"])
         records.append(
@@ -211,15 +218,31 @@ def _clean_images(
         if not iid:
             issues.append(Issue(IMAGES_FILE, line, iid, "missing_id", "empty image id", "dropped"))
         elif iid in seen:
-            issues.append(Issue(IMAGES_FILE, line, iid, "duplicate_id", "id already seen",
-                                "dropped"))
+            issues.append(
+                Issue(IMAGES_FILE, line, iid, "duplicate_id", "id already seen", "dropped")
+            )
         elif pid in dropped_products and pid not in product_ids:
-            issues.append(Issue(IMAGES_FILE, line, iid, "product_dropped",
-                                f"product {pid} was dropped while cleaning Products.csv",
-                                "dropped"))
+            issues.append(
+                Issue(
+                    IMAGES_FILE,
+                    line,
+                    iid,
+                    "product_dropped",
+                    f"product {pid} was dropped while cleaning Products.csv",
+                    "dropped",
+                )
+            )
         elif pid not in product_ids:
-            issues.append(Issue(IMAGES_FILE, line, iid, "orphan_image_row",
-                                f"product_id {pid!r} is not in Products.csv", "dropped"))
+            issues.append(
+                Issue(
+                    IMAGES_FILE,
+                    line,
+                    iid,
+                    "orphan_image_row",
+                    f"product_id {pid!r} is not in Products.csv",
+                    "dropped",
+                )
+            )
         else:
             seen.add(iid)
             records.append(
